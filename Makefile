@@ -1,0 +1,37 @@
+# From a fresh clone: `make test` builds .venv and runs every test; `make demo` runs the embedded demo.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+
+.PHONY: test demo assets venv export clean-nbs readme sync slow
+
+$(STAMP): pyproject.toml tools/install.sh
+	PYTHON=$(PYTHON) bash tools/install.sh $(VENV)
+	touch $@
+
+venv: $(STAMP)
+
+assets: $(STAMP)  ## the Alpaca-GPT4 demo file and SmolLM2 as safetensors, in tokclean's cache
+	$(BIN)/tokclean assets
+
+test: assets  ## every notebook, the sync checks and the tests in tests/
+	$(OFFLINE) $(BIN)/python -m pytest -q
+
+slow: assets  ## the same with the slow notebook cells and tests
+	$(OFFLINE) TOKCLEAN_FLAGS=slow $(BIN)/python -m pytest -q
+
+demo: assets  ## the embedded end-to-end demo on SmolLM2 and the Alpaca-GPT4 demo file
+	$(BIN)/tokclean demo
+
+export: $(STAMP)  ## notebooks -> tokclean/
+	$(BIN)/nbdev-export
+
+clean-nbs: $(STAMP)
+	$(BIN)/nbdev-clean
+
+readme: $(STAMP)  ## nbs/index.ipynb -> README.md
+	$(BIN)/python tools/readme.py
+
+sync: export clean-nbs readme  ## everything CI checks for drift
