@@ -101,6 +101,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'tokclean.models.ensure_pad_token': ('models.html#ensure_pad_token', 'tokclean/models.py'),
                                  'tokclean.models.gguf_to_hf': ('models.html#gguf_to_hf', 'tokclean/models.py'),
                                  'tokclean.models.load_model': ('models.html#load_model', 'tokclean/models.py'),
+                                 'tokclean.models.load_tokenizer': ('models.html#load_tokenizer', 'tokclean/models.py'),
                                  'tokclean.models.model_kwargs': ('models.html#model_kwargs', 'tokclean/models.py'),
                                  'tokclean.models.pick_device': ('models.html#pick_device', 'tokclean/models.py'),
                                  'tokclean.models.pick_dtype': ('models.html#pick_dtype', 'tokclean/models.py'),

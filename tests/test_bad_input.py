@@ -1,0 +1,130 @@
+"""Bad input gets a clear error naming the file, line or field, and the fix; with data.on_bad=skip, bad rows
+are dropped and counted by reason. `python tests/test_bad_input.py` prints the table of cases and messages."""
+import json
+from pathlib import Path
+
+import pytest
+
+from tokclean.config import ConfigError, get_config, load_config, preset, with_overrides
+from tokclean.data import DataError, load_sft
+from tokclean.fixtures import tiny_tokenizer
+from tokclean.models import check_same_vocab, load_model, resolve_model
+
+OK = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+
+
+def msgs(*pairs):
+    return json.dumps({"messages": [{"role": r, "content": c} for r, c in pairs]})
+
+
+# name -> (file name, file content (str or bytes), expected substring of the error)
+DATA_CASES = {
+    "malformed JSON line": ("a.jsonl", json.dumps(OK) + '\n{"messages": [\n', "a.jsonl:2: invalid JSON"),
+    "missing field": ("a.jsonl", '{"instruction": "Add 2 and 3"}\n', "a.jsonl:1: cannot tell the format"),
+    "missing alpaca output": ("a.jsonl", json.dumps({"instruction": "x", "output": "y"}) + '\n{"instruction": "z"}\n',
+                              "a.jsonl:2: missing field 'output'"),
+    "non-string content": ("a.jsonl", msgs(("user", 5), ("assistant", "x")), "a.jsonl:1: messages[0].content must be a string, got int"),
+    "unknown role": ("a.jsonl", msgs(("human", "Hi"), ("assistant", "x")), "a.jsonl:1: messages[0].role='human'; use one of system, user, assistant"),
+    "empty assistant turn": ("a.jsonl", msgs(("user", "Hi"), ("assistant", "   ")), "a.jsonl:1: messages[1] is an empty assistant turn"),
+    "no assistant turn": ("a.jsonl", msgs(("user", "Hi"), ("user", "Hello?")), "a.jsonl:1: the conversation has no assistant turn"),
+    "empty conversation": ("a.jsonl", json.dumps({"messages": []}), "a.jsonl:1: the conversation has no messages"),
+    "message not an object": ("a.jsonl", json.dumps({"messages": ["Hi", "Hello"]}), "messages[0] must be an object"),
+    "messages not a list": ("a.jsonl", json.dumps({"messages": "Hi"}), "a.jsonl:1: field 'messages' must be list, got str"),
+    "row not an object": ("a.jsonl", json.dumps(OK) + "\n[1, 2]\n", "a.jsonl:2: row must be an object, got list"),
+    "non-UTF-8 bytes": ("a.jsonl", json.dumps(OK).encode() + b"\n\xff\xfe{}\n", "a.jsonl:2: not UTF-8 text"),
+    "broken JSON array": ("a.json", '[{"instruction": "x", "output": "y"},\n {"instruction": ', "a.json:2: invalid JSON"),
+    "JSON that is not an array": ("a.json", '"just a string"', "expected a JSON array of rows"),
+    "TSV with wrong columns": ("a.tsv", "q\ta\tr\nonly two\tcolumns\n", "a.tsv:2: expected 3 tab-separated columns"),
+    "unsupported file type": ("a.csv", "x,y\n", "unsupported file type '.csv'"),
+    "OASST tree without answers": ("a.jsonl", json.dumps({"message_tree_id": "t", "prompt": {"role": "prompter", "text": "Hi", "replies": []}}),
+                                   "a.jsonl:1: the message tree has no usable assistant message"),
+    "prompt/completion wrong type": ("a.jsonl", json.dumps({"prompt": "Hi", "completion": 3}), "field 'completion' must be str or list, got int"),
+}
+
+
+@pytest.mark.parametrize("case", DATA_CASES, ids=list(DATA_CASES))
+def test_bad_data_names_the_place(case, tmp_path):
+    name, content, expected = DATA_CASES[case]
+    f = tmp_path / name
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises((DataError, ValueError)) as e: load_sft(f, tiny_tokenizer())
+    assert expected in str(e.value)
+    assert str(tmp_path) in str(e.value) or "unsupported" in expected or "format" in expected  # the file is named
+
+
+def test_skip_counts_every_bad_row(tmp_path):
+    lines = [json.dumps(OK), '{"messages": [', msgs(("user", "Hi")), msgs(("user", "Hi"), ("assistant", " ")),
+             msgs(("robot", "Hi"), ("assistant", "x")), msgs(("user", 1), ("assistant", "x")), json.dumps(OK)]
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    r = load_sft(f, tiny_tokenizer(), on_bad="skip").report
+    assert (r.rows, r.samples) == (7, 2)
+    assert r.skipped == {"bad_json": 1, "no_assistant": 1, "empty_response": 1, "unknown_role": 1, "wrong_type": 1}
+    assert all(str(f) in ex for ex in r.examples)
+
+
+def test_error_says_how_to_skip(tmp_path):
+    f = tmp_path / "x.jsonl"
+    f.write_text(msgs(("user", "Hi")))
+    with pytest.raises(DataError, match="set data.on_bad=skip"): load_sft(f, tiny_tokenizer())
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"): load_sft(str(tmp_path / "nope.jsonl"), tiny_tokenizer())
+    with pytest.raises(FileNotFoundError, match="does not exist"): resolve_model(str(tmp_path / "no-model"))
+    with pytest.raises(FileNotFoundError, match="has no config.json"): resolve_model(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="GGUF file"): resolve_model(str(tmp_path / "m.gguf"))
+
+
+CONFIG_CASES = {
+    "k above 1": (["select.k=1.5"], "select.k=1.5: the kept proportion must lie in (0, 1]"),
+    "k of 0": (["select.k=0"], "select.k=0.0: the kept proportion must lie in (0, 1]"),
+    "unknown selector": (["select.method=top"], "select.method='top': must be one of global, sample, threshold"),
+    "negative max_len": (["data.max_len=-1"], "data.max_len=-1: must be a positive number of tokens"),
+    "negative batch": (["train.batch_size=-2"], "train.batch_size=-2: must be a positive integer"),
+    "not a number": (["train.lr=fast"], "train.lr='fast': expected float"),
+    "unknown key": (["train.learning_rate=1e-4"], "unknown config key 'train.learning_rate'"),
+    "no equals sign": (["train.lr"], "write it as section.field=value"),
+    "unknown quant": (["model.quant=3bit"], "model.quant='3bit': must be none, 4bit or 8bit"),
+    "unknown template": (["data.template=alpaca"], "data.template='alpaca': must be one of tulu, chat"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=list(CONFIG_CASES))
+def test_bad_config(case):
+    overrides, expected = CONFIG_CASES[case]
+    with pytest.raises(ConfigError) as e: get_config("tiny", overrides=overrides)
+    assert expected in str(e.value)
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'paper-gpt5'"): preset("paper-gpt5")
+    (tmp_path / "c.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="c.yaml is not valid"): load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("data:\n  max_len: 0\n")
+    with pytest.raises(ConfigError, match="d.yaml: data.max_len=0"): load_config(tmp_path / "d.yaml")
+    with pytest.raises(ConfigError, match="does not exist"): load_config(tmp_path / "missing.yaml")
+
+
+def test_tokenizer_mismatch():
+    with pytest.raises(ValueError, match="the base and reference tokenizers differ"):
+        check_same_vocab(tiny_tokenizer(), tiny_tokenizer(vocab_size=300))
+
+
+def test_slow_tokenizer_refused():
+    from tokclean.data import tokenizer_fingerprint
+    class Slow: eos_token = "</s>"
+    with pytest.raises(ValueError, match="slow tokenizer"): tokenizer_fingerprint(Slow())
+
+
+if __name__ == "__main__":  # the table for notes: case | message
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        for case, (name, content, _) in DATA_CASES.items():
+            f = Path(d) / name
+            f.write_bytes(content if isinstance(content, bytes) else content.encode())
+            try: load_sft(f, tiny_tokenizer())
+            except Exception as e: print(f"| {case} | `{str(e).replace(d + '/', '')}` |")
+    for case, (overrides, _) in CONFIG_CASES.items():
+        try: get_config("tiny", overrides=overrides)
+        except ConfigError as e: print(f"| {case} (`--set {overrides[0]}`) | `{e}` |")

@@ -1,0 +1,62 @@
+"The `tokclean` command end to end, as a user runs it: exit codes, messages, files."
+import subprocess, sys
+
+import pytest
+
+from conftest import tool
+from tokclean.config import load_config, preset
+
+
+def run(*args, ok=True):
+    done = subprocess.run([tool("tokclean"), *args], capture_output=True, text=True, timeout=600)
+    assert (done.returncode == 0) == ok, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.parametrize("cmd", ["config", "data", "chat", "assets", "demo"])
+def test_help(cmd):
+    out = run(cmd, "--help").stdout
+    assert "--preset" in out and "--set" in out and "--config" in out
+
+
+def test_config_round_trip(tmp_path):
+    out = tmp_path / "c.yaml"
+    run("config", "--preset", "paper-llama3.1-8b", "--set", "train.lr=2e-4", "--out", str(out))
+    cfg = load_config(out)
+    assert cfg.model.base == "meta-llama/Llama-3.1-8B" and cfg.train.lr == 2e-4
+    assert cfg.train.lora_r == preset("paper-llama3.1-8b").train.lora_r
+    again = run("config", "--preset", "tiny", "--config", str(out)).stdout  # file applied on top of a preset
+    assert "lr: 0.0002" in again
+
+
+def test_bad_override_exits_2():
+    done = run("config", "--set", "select.k=2", ok=False)
+    assert done.returncode == 2
+    assert "select.k=2.0: the kept proportion must lie in (0, 1]" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_data_exits_2(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    done = run("data", "--preset", "tiny", "--set", f"data.pool={f}", ok=False)
+    assert done.returncode == 2 and f"{f}:1: the conversation has no assistant turn" in done.stderr
+
+
+def test_data_saves_with_provenance(tmp_path):
+    run("data", "--preset", "tiny", "--check-labels", "--save", str(tmp_path))
+    import json
+    meta = json.loads((tmp_path / "data.json").read_text())
+    assert meta["label_check_failures"] == [] and meta["report"]["samples"] == 64
+    assert meta["versions"]["torch"] and len(meta["fingerprint"]) == 64
+    assert load_config(tmp_path / "config.yaml") == preset("tiny")
+
+
+def test_module_entry_point():
+    done = subprocess.run([sys.executable, "-m", "tokclean", "config", "--preset", "tiny"], capture_output=True, text=True)
+    assert done.returncode == 0 and "base: tiny" in done.stdout
+
+
+def test_demo_chat_answers():
+    out = run("chat", "What is the capital of France?").stdout
+    assert "Paris" in out
