@@ -85,17 +85,19 @@ class DataCfg:
         _require(self.limit is None or self.limit > 0, "data", "limit", self.limit, "must be positive or none")
         _one_of("data", "on_bad", self.on_bad, ("raise", "skip"))
 
-# %% ../nbs/00_config.ipynb #8253945a
+# %% ../nbs/00_config.ipynb #b4ec4418
 @dataclass(frozen=True)
 class ScoreCfg:
     "How per-token losses are computed."
     batch_size: int = 8  # sequences per forward pass
     max_batch_tokens: int = 16384  # cap on padded tokens per batch (batches are formed by length)
     dtype: str = "auto"  # compute dtype; the log-softmax is always fp32
+    shard_size: int = 1024  # samples per shard: the unit of progress, resumption and multi-process splitting
+    cache_dir: str | None = None  # where score arrays are kept; None: <tokclean cache>/scores
 
     def __post_init__(self):
-        _require(self.batch_size > 0, "score", "batch_size", self.batch_size, "must be positive")
-        _require(self.max_batch_tokens > 0, "score", "max_batch_tokens", self.max_batch_tokens, "must be positive")
+        for name in ("batch_size", "max_batch_tokens", "shard_size"):
+            _require(getattr(self, name) > 0, "score", name, getattr(self, name), "must be positive")
         _one_of("score", "dtype", self.dtype, DTYPES)
 
 # %% ../nbs/00_config.ipynb #09eeee50
@@ -282,12 +284,12 @@ def with_overrides(cfg: Config, overrides) -> Config:
         sections[section][name] = _coerce(raw, _hints(_sections()[section])[name], key)
     return Config(**{s: _sections()[s](**kw) for s, kw in sections.items()})
 
-# %% ../nbs/00_config.ipynb #d0e9a0a7
+# %% ../nbs/00_config.ipynb #3e7309a1
 _PAPER = {"model.base": "meta-llama/Llama-3.2-3B", "data.pool": "jlpang888/DS2_50k"}
 
 PRESETS: dict[str, dict] = {
     "tiny": {"model.base": "tiny", "model.dtype": "float32", "model.device": "cpu",
-             "data.pool": "tiny", "data.max_len": 96, "score.batch_size": 4, "score.dtype": "float32",
+             "data.pool": "tiny", "data.max_len": 96, "score.batch_size": 4, "score.dtype": "float32", "score.shard_size": 16,
              "train.lora_r": 4, "train.lora_alpha": 8, "train.lora_dropout": 0.0, "train.batch_size": 4,
              "train.lr": 1e-3, "train.grad_ckpt": False, "eval.suite": "quick", "eval.quick_n": 4,
              "eval.limit": None, "run.rounds": 2, "run.warmup_mode": "first_chunk"},

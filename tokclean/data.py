@@ -366,7 +366,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     if backend is None: raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer; tokclean needs a fast one (character offsets)")
     return _sha(backend.to_str(), tokenizer.eos_token, tokenizer.pad_token, tokenizer.chat_template or "")
 
-# %% ../nbs/02_data.ipynb #adc7a5cd
+# %% ../nbs/02_data.ipynb #1d183e0e
 def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataReport) -> dict:
     "Tokenize a batch of `(where, messages, source)` into columns; update `report`."
     eos = tokenizer.eos_token
@@ -377,7 +377,8 @@ def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataRep
     for (where, msgs, source), (_, spans), ids, offs in zip(batch, rendered, enc["input_ids"], enc["offset_mapping"]):
         ids, offs = np.asarray(ids), np.asarray(offs).reshape(-1, 2)  # (T,), (T, 2)
         labels, crossing = labels_from_spans(ids, offs, spans)
-        n_full, n_kept = int((labels != -100).sum()), int((labels[:max_len] != -100).sum())
+        labels[0] = -100  # nothing predicts the first token, so it can never be trained or scored
+        n_kept = int((labels[:max_len] != -100).sum())
         report.boundary_tokens += crossing
         if n_kept == 0: report.response_cut += 1; continue
         report.truncated += int(len(ids) > max_len)
