@@ -20,7 +20,8 @@ def msgs(*pairs):
 # name -> (file name, file content (str or bytes), expected substring of the error)
 DATA_CASES = {
     "malformed JSON line": ("a.jsonl", json.dumps(OK) + '\n{"messages": [\n', "a.jsonl:2: invalid JSON"),
-    "missing field": ("a.jsonl", '{"instruction": "Add 2 and 3"}\n', "a.jsonl:1: cannot tell the format"),
+    "missing field": ("a.jsonl", '{"instruction": "Add 2 and 3"}\n', "a.jsonl:1: missing field 'output'"),
+    "unknown format": ("a.jsonl", '{"text": "just text"}\n', "a.jsonl:1: cannot tell the format from the fields ['text']"),
     "missing alpaca output": ("a.jsonl", json.dumps({"instruction": "x", "output": "y"}) + '\n{"instruction": "z"}\n',
                               "a.jsonl:2: missing field 'output'"),
     "non-string content": ("a.jsonl", msgs(("user", 5), ("assistant", "x")), "a.jsonl:1: messages[0].content must be a string, got int"),
@@ -115,6 +116,41 @@ def test_slow_tokenizer_refused():
     from tokclean.data import tokenizer_fingerprint
     class Slow: eos_token = "</s>"
     with pytest.raises(ValueError, match="slow tokenizer"): tokenizer_fingerprint(Slow())
+
+
+def test_more_data_edge_cases(tmp_path):
+    tok = tiny_tokenizer()
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + json.dumps(OK).encode() + b"\n")  # a UTF-8 byte-order mark is accepted
+    assert load_sft(f, tok).report.samples == 1
+    f = tmp_path / "first_bad.jsonl"  # a bad first row does not stop format detection when skipping
+    f.write_text('{"instruction": "x"}\n' + json.dumps({"instruction": "y", "output": "z"}) + "\n")
+    r = load_sft(f, tok, on_bad="skip").report
+    assert (r.format, r.samples, r.skipped) == ("alpaca", 1, {"missing_field": 1})
+    f = tmp_path / "starts_with_answer.jsonl"  # the chat template cannot render it: a counted bad row, or a clear error
+    f.write_text(msgs(("assistant", "Hello")) + "\n" + json.dumps(OK) + "\n")
+    assert load_sft(f, tok, template="chat", on_bad="skip").report.skipped == {"template": 1}
+    with pytest.raises(DataError, match="starts_with_answer.jsonl:1: the chat template cannot render"):
+        load_sft(f, tok, template="chat")
+
+
+def test_prompt_turns_are_not_trained(tmp_path):
+    from tokclean.data import label_runs
+    f = tmp_path / "pc.jsonl"
+    prompt = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Earlier reply"}, {"role": "user", "content": "More?"}]
+    f.write_text(json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": "Final answer"}]}) + "\n")
+    tok = tiny_tokenizer()
+    for template in ("tulu", "chat"):
+        sft = load_sft(f, tok, template=template)
+        runs = [tok.decode(r) for r in label_runs(sft.dataset[0]["labels"])]
+        assert runs == ["Final answer<|im_end|>"]
+
+
+def test_config_file_shapes(tmp_path):
+    (tmp_path / "a.yaml").write_text("run: 5\n")
+    with pytest.raises(ConfigError, match="section 'run' must be a mapping"): load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("model:\n  revision: 2024\n")
+    assert load_config(tmp_path / "b.yaml").model.revision == "2024"
 
 
 if __name__ == "__main__":  # the table for notes: case | message

@@ -3,17 +3,17 @@ import subprocess, sys
 
 import pytest
 
-from conftest import tool
 from tokclean.config import load_config, preset
 
 
 def run(*args, ok=True):
-    done = subprocess.run([tool("tokclean"), *args], capture_output=True, text=True, timeout=600)
+    "Run `python -m tokclean ARGS` with the interpreter running the tests (the tree under test, not some other install)."
+    done = subprocess.run([sys.executable, "-m", "tokclean", *args], capture_output=True, text=True, timeout=600)
     assert (done.returncode == 0) == ok, done.stderr[-2000:]
     return done
 
 
-@pytest.mark.parametrize("cmd", ["config", "data", "chat", "assets", "demo"])
+@pytest.mark.parametrize("cmd", ["config", "data", "score", "select", "chat", "assets", "demo"])
 def test_help(cmd):
     out = run(cmd, "--help").stdout
     assert "--preset" in out and "--set" in out and "--config" in out
@@ -25,8 +25,10 @@ def test_config_round_trip(tmp_path):
     cfg = load_config(out)
     assert cfg.model.base == "meta-llama/Llama-3.1-8B" and cfg.train.lr == 2e-4
     assert cfg.train.lora_r == preset("paper-llama3.1-8b").train.lora_r
-    again = run("config", "--preset", "tiny", "--config", str(out)).stdout  # file applied on top of a preset
-    assert "lr: 0.0002" in again
+    again = run("config", "--config", str(out)).stdout  # the file names its preset: no --preset needed
+    assert "lr: 0.0002" in again and "base: meta-llama/Llama-3.1-8B" in again
+    clash = run("config", "--preset", "tiny", "--config", str(out), ok=False)  # a partial file must not change preset silently
+    assert clash.returncode == 2 and "made from preset 'paper-llama3.1-8b'" in clash.stderr
 
 
 def test_bad_override_exits_2():

@@ -10,11 +10,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['token_scores', 'check_finite', 'Threshold', 'topk_threshold', 'keep_from_threshold', 'select_global', 'sample_ids',
-           'select_sample', 'select_threshold', 'select_random', 'soft_weights', 'SelectionStats', 'Selection',
-           'selection_stats', 'select', 'apply_keep']
+__all__ = ['SELECTORS', 'token_scores', 'check_finite', 'Threshold', 'topk_threshold', 'keep_from_threshold', 'select_top',
+           'select_global', 'score_chunks', 'sample_ids', 'select_sample', 'select_threshold', 'select_random',
+           'soft_weights', 'SelectionStats', 'Selection', 'selection_stats', 'select', 'apply_keep']
 
-# %% ../nbs/05_selection.ipynb #cbc74c6f
+# %% ../nbs/05_selection.ipynb #12a52882
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
     "score = loss_base - loss_ref, float64 (N,), after checking the two arrays describe the same tokens."
     if loss_base.shape != loss_ref.shape:
@@ -25,13 +25,14 @@ def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
     return score
 
 
-def check_finite(x: np.ndarray, name: str):
-    "Raise if `x` holds NaN or inf, saying how many and where the first one is."
-    bad = ~np.isfinite(x)
-    if bad.any(): raise ValueError(f"{name} has {int(bad.sum())} non-finite values (first at token {int(np.argmax(bad))}); "
-                                   "rescore in float32 (score.dtype=float32) or check the model")
+def check_finite(x: np.ndarray, name: str, chunk: int = 1 << 20):
+    "Raise if `x` holds NaN or inf, saying how many and where the first one is (chunk by chunk: no (N,) temporary)."
+    bad = [(i, ~np.isfinite(x[i : i + chunk])) for i in range(0, len(x), chunk)]
+    bad = [(i, b) for i, b in bad if b.any()]
+    if bad: raise ValueError(f"{name} has {sum(int(b.sum()) for _, b in bad)} non-finite values (first at token "
+                             f"{bad[0][0] + int(np.argmax(bad[0][1]))}); rescore in float32 (score.dtype=float32) or check the model")
 
-# %% ../nbs/05_selection.ipynb #f1642d4f
+# %% ../nbs/05_selection.ipynb #f382fe6f
 @dataclass
 class Threshold:
     "The cut of a top-m selection: keep values > `value`, and the first `ties` values == `value`."
@@ -41,16 +42,22 @@ class Threshold:
     passes: int = 0  # passes over the data
 
 
-def _chunks(x, size: int = 1 << 22) -> Callable[[], Iterable[np.ndarray]]:
+def _chunks(x, size: int = 1 << 20) -> Callable[[], Iterable[np.ndarray]]:
     "A re-iterable stream of views of an array (or of a memmap)."
     return lambda: (x[i : i + size] for i in range(0, len(x), size))
 
-# %% ../nbs/05_selection.ipynb #fd79a7d7
-def _window(stream, lo: float, hi: float) -> tuple[int, float, float]:
-    "Count, min and max of the stream's values inside [lo, hi] (one pass)."
+# %% ../nbs/05_selection.ipynb #34a48eb7
+def _bins(c: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    "Equal-width bin of each value of `c` in [lo, hi]. Monotone in the value, so every bin holds an interval of values."
+    return np.minimum(((c - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
+
+
+def _window(stream, lo: float, hi: float, bins: int = 0, j: int = 0) -> tuple[int, float, float]:
+    "Count, min and max of the values in [lo, hi] (and, with `bins`, in bin `j` of that range): one pass."
     n, wlo, whi = 0, np.inf, -np.inf
     for c in stream():
         inside = c[(c >= lo) & (c <= hi)]
+        if bins: inside = inside[_bins(inside, lo, hi, bins) == j]
         if len(inside): n, wlo, whi = n + len(inside), min(wlo, inside.min()), max(whi, inside.max())
     return n, float(wlo), float(whi)
 
@@ -62,12 +69,11 @@ def topk_threshold(stream: Callable[[], Iterable[np.ndarray]], m: int, bins: int
     if not 0 < m <= n: raise ValueError(f"cannot keep {m} of {n} tokens")
     above, passes = 0, 1  # `above`: values known to be greater than the window [lo, hi]
     while n > max_candidates and lo < hi and passes < max_passes:
-        edges = np.linspace(lo, hi, bins + 1)
-        counts = sum(np.histogram(c, bins=edges)[0] for c in stream())  # bins are [left, right), the last [left, right]
+        counts = sum(np.bincount(_bins(c[(c >= lo) & (c <= hi)], lo, hi, bins), minlength=bins) for c in stream())
         from_top = np.cumsum(counts[::-1])  # values in the top b + 1 bins of the window
         b = int(np.searchsorted(from_top, m - above))  # the m-th value lies in bin (bins - 1 - b)
         above += int(from_top[b - 1]) if b else 0
-        n, lo, hi = _window(stream, edges[bins - 1 - b], np.nextafter(edges[bins - b], -np.inf) if b else hi)
+        n, lo, hi = _window(stream, lo, hi, bins, bins - 1 - b)  # the bin's own values: exact bounds
         passes += 2
     if lo == hi: return Threshold(lo, m - above, 0, passes)  # every candidate ties at the threshold
     if n > max_candidates: return Threshold(lo, 0, rank_error=n, passes=passes)  # stopped early: report the bound
@@ -76,25 +82,36 @@ def topk_threshold(stream: Callable[[], Iterable[np.ndarray]], m: int, bins: int
     v = np.partition(cand, len(cand) - r)[len(cand) - r]  # the r-th largest candidate
     return Threshold(float(v), r - int(np.count_nonzero(cand > v)), 0, passes + 1)
 
-# %% ../nbs/05_selection.ipynb #09b11e72
-def keep_from_threshold(stream, th: Threshold) -> np.ndarray:
-    "The keep mask of a threshold: values above it, then the earliest values equal to it (stream order)."
-    parts, ties = [], th.ties
+# %% ../nbs/05_selection.ipynb #50a3e223
+def keep_from_threshold(stream, th: Threshold, n: int) -> np.ndarray:
+    "The keep mask (n,) of a threshold: values above it, then the earliest values equal to it (stream order)."
+    keep, at, ties = np.empty(n, dtype=bool), 0, th.ties
     for c in stream():
-        keep = c > th.value
+        part = keep[at : at + len(c)]
+        np.greater(c, th.value, out=part)
         if ties:
             eq = np.flatnonzero(c == th.value)[:ties]
-            keep[eq] = True; ties -= len(eq)
-        parts.append(keep)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+            part[eq] = True; ties -= len(eq)
+        at += len(c)
+    return keep
 
 
-def select_global(score: np.ndarray, k: float, chunk: int = 1 << 22) -> tuple[np.ndarray, Threshold]:
+def select_top(stream, n: int, k: float) -> tuple[np.ndarray, Threshold]:
+    "Keep the top `int(n * k)` values of a stream of `n` values; ties go to the earlier one."
+    m = int(n * k)
+    if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
+    th = topk_threshold(stream, m)
+    return keep_from_threshold(stream, th, n), th
+
+
+def select_global(score: np.ndarray, k: float, chunk: int = 1 << 20) -> tuple[np.ndarray, Threshold]:
     "Keep the top `int(N * k)` scores of the whole data set; ties go to the earlier token."
-    m = int(len(score) * k)
-    if m == 0: return np.zeros(len(score), dtype=bool), Threshold(np.inf, 0)
-    th = topk_threshold(_chunks(score, chunk), m)
-    return keep_from_threshold(_chunks(score, chunk), th), th
+    return select_top(_chunks(score, chunk), len(score), k)
+
+
+def score_chunks(loss_base: np.ndarray, loss_ref: np.ndarray, chunk: int = 1 << 20):
+    "The scores as a re-iterable stream of float64 chunks, computed on the fly: no (N,) float64 array is ever held."
+    return lambda: (loss_base[i : i + chunk].astype(np.float64) - loss_ref[i : i + chunk] for i in range(0, len(loss_base), chunk))
 
 # %% ../nbs/05_selection.ipynb #cb117057
 def sample_ids(offsets: np.ndarray) -> np.ndarray:
@@ -172,25 +189,31 @@ def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Thre
                           int(((kept == n) & (n > 0)).sum()), {**q, "mean": round(float(frac.mean()), 4) if len(frac) else None},
                           per_source, None if th is None else th.value, 0 if th is None else th.rank_error)
 
-# %% ../nbs/05_selection.ipynb #73582441
+# %% ../nbs/05_selection.ipynb #a34ed362
+SELECTORS = ("global", "sample", "threshold", "random", "full", "high-ppl")
+
+
 def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarray, method: str = "global", k: float = 0.6,
-           tau: float = 0.0, seed: int = 42, weighting: str = "hard", temperature: float = 1.0, sources=None, **_) -> Selection:
+           tau: float = 0.0, seed: int = 42, weighting: str = "hard", temperature: float = 1.0, sources=None) -> Selection:
     "Select response tokens by `method` (global, sample, threshold, random, full, high-ppl); keywords follow `SelectCfg`."
     needs_ref = method in ("global", "sample", "threshold") or weighting == "soft"
     if needs_ref and loss_ref is None: raise ValueError(f"select.method={method} needs reference-model losses")
-    check_finite(loss_base, "loss_base")
+    if method not in SELECTORS: raise ValueError(f"select.method={method!r}: use one of {', '.join(SELECTORS)}")
     if len(loss_base) != offsets[-1]: raise ValueError(f"the losses cover {len(loss_base)} tokens but the offsets {offsets[-1]}: "
                                                         "they come from different data")
-    score = token_scores(loss_base, loss_ref) if loss_ref is not None else None
-    th = None
-    if method == "global": keep, th = select_global(score, k)
-    elif method == "sample": keep = select_sample(score, offsets, k)
-    elif method == "threshold": keep = select_threshold(score, tau)
-    elif method == "random": keep = select_random(len(loss_base), k, seed)
-    elif method == "full": keep = np.ones(len(loss_base), dtype=bool)
-    elif method == "high-ppl": keep, th = select_global(loss_base.astype(np.float64), k)
-    else: raise ValueError(f"select.method={method!r}: use one of global, sample, threshold, random, full, high-ppl")
-    weights = soft_weights(score, temperature) * keep if weighting == "soft" else None
+    check_finite(loss_base, "loss_base")
+    if loss_ref is not None:
+        if loss_ref.shape != loss_base.shape: token_scores(loss_base, loss_ref)  # raises with the explanation
+        check_finite(loss_ref, "loss_ref")
+    n, th = len(loss_base), None
+    full_score = lambda: token_scores(loss_base, loss_ref)  # (N,) float64: only the methods that need it build it
+    if method == "global": keep, th = select_top(score_chunks(loss_base, loss_ref), n, k)  # never holds (N,) float64
+    elif method == "sample": keep = select_sample(full_score(), offsets, k)
+    elif method == "threshold": keep = select_threshold(full_score(), tau)
+    elif method == "random": keep = select_random(n, k, seed)
+    elif method == "full": keep = np.ones(n, dtype=bool)
+    else: keep, th = select_top(_chunks(loss_base), n, k)  # high-ppl: the base loss alone
+    weights = soft_weights(full_score(), temperature) * keep if weighting == "soft" else None
     return Selection(keep, selection_stats(keep, offsets, method, k, sources, th), weights)
 
 # %% ../nbs/05_selection.ipynb #931ecdba

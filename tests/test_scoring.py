@@ -1,0 +1,56 @@
+"""Scoring as a user runs it: several processes through accelerate, and a run killed part-way then resumed.
+Both must give the bit-identical loss array of an uninterrupted single-process run (sha256 of loss.npy)."""
+import json, os, signal, subprocess, time
+from pathlib import Path
+
+import pytest
+
+from conftest import tool
+
+# the tiny model on 600 real Alpaca rows: about 30 shards of 20 samples, a few seconds in all
+ARGS = ["--preset", "tiny", "--set", "data.pool=shared:sft/stanford_alpaca/alpaca_5000.json", "--set", "data.limit=600",
+        "--set", "data.max_len=256", "--set", "score.shard_size=20"]
+
+
+def score(cache: Path, launcher=(), timeout=300) -> dict:
+    done = subprocess.run([*launcher, *( [tool("tokclean")] if not launcher else ["-m", "tokclean"]), "score", *ARGS,
+                           "--set", f"score.cache_dir={cache}"], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(next(cache.glob("*/manifest.json")).read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return score(tmp_path_factory.mktemp("one"))
+
+
+def test_two_processes_equal_one(reference, tmp_path):
+    launcher = [tool("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    two = score(tmp_path, launcher)
+    assert two["processes"] == 2
+    assert two["sha256"]["loss.npy"] == reference["sha256"]["loss.npy"]
+    assert two["n_tokens"] == reference["n_tokens"] > 50_000
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_killed_run_resumes_identically(reference, tmp_path, trial):
+    cmd = [tool("tokclean"), "score", *ARGS, "--set", f"score.cache_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, want = time.time() + 120, 3 + 5 * trial  # kill after a few shards, at a different point each trial
+    while time.time() < deadline and len(list(tmp_path.glob("*/shard-*.json"))) < want: time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(tmp_path.glob("*/shard-*.json")))
+    assert 0 < done_before and not list(tmp_path.glob("*/manifest.json")), "the run must die part-way"
+    resumed = score(tmp_path)
+    assert resumed["sha256"]["loss.npy"] == reference["sha256"]["loss.npy"]
+    assert not list(tmp_path.glob("*/.*.tmp")), "no temporary file may survive a completed run"
+
+
+def test_corrupted_cache_is_recomputed(reference, tmp_path):
+    first = score(tmp_path)
+    loss = next(tmp_path.glob("*/loss.npy"))
+    loss.write_bytes(loss.read_bytes()[:-8])  # truncate: the checksum no longer matches
+    again = score(tmp_path)
+    assert again["sha256"]["loss.npy"] == first["sha256"]["loss.npy"] == reference["sha256"]["loss.npy"]
