@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tokclean.scoring import response_offsets
-from tokclean.selection import _chunks, select, select_global, select_sample, topk_threshold
+from tokclean.selection import _chunks, score_chunks, select, select_sample, top_k, top_k_difference, top_k_stream, topk_threshold
 
 
 def official_global(base: list[list[float]], ref: list[list[float]], k: float) -> set:
@@ -48,11 +48,13 @@ def test_global_and_sample_match_official(seed, k):
     assert as_pairs(g.keep, offsets) == official_global(base_py, ref_py, k)
     s = select(lb, lr, offsets, "sample", k=k)
     assert as_pairs(s.keep, offsets) == official_sample(base_py, ref_py, k)
+    streamed = top_k_stream(score_chunks(lb, lr, chunk=97), len(lb), k)[0]  # the on-disk path, in tiny chunks
+    assert (streamed == g.keep).all()
 
 
 def test_all_scores_equal():
     "The extreme tie: every score the same; the earliest tokens win."
-    keep, th = select_global(np.zeros(1000), 0.6)
+    keep, th = top_k(np.zeros(1000), 0.6)
     assert keep[:600].all() and not keep[600:].any() and th.ties == 600
 
 
@@ -67,7 +69,7 @@ def test_streaming_threshold_is_exact(seed):
     assert (tight.value, tight.ties, tight.rank_error) == (full.value, full.ties, 0) and tight.passes > full.passes
     ref = np.zeros(len(x), dtype=bool)
     ref[np.argsort(-x, kind="stable")[:m]] = True
-    assert (select_global(x, 0.6)[0] == ref).all()
+    assert (top_k(x, 0.6)[0] == ref).all() and (top_k_stream(_chunks(x, 3000), len(x), 0.6)[0] == ref).all()
 
 
 def test_random_is_seeded_and_global():
@@ -86,3 +88,15 @@ def test_global_differs_from_sample():
     g = select(np.concatenate(base), np.concatenate(ref), offsets, "global", k=0.6)
     s = select(np.concatenate(base), np.concatenate(ref), offsets, "sample", k=0.6)
     assert (g.keep != s.keep).any()
+
+
+def test_pool_on_disk_is_streamed(tmp_path):
+    "Score files opened as memmaps take the streaming path and select exactly the same tokens."
+    base, ref = losses(3, 200, 1 / 64)
+    offsets = response_offsets([len(x) for x in base])
+    lb, lr = np.concatenate(base), np.concatenate(ref)
+    np.save(tmp_path / "b.npy", lb); np.save(tmp_path / "r.npy", lr)
+    mb, mr = np.load(tmp_path / "b.npy", mmap_mode="r"), np.load(tmp_path / "r.npy", mmap_mode="r")
+    assert isinstance(mb, np.memmap)
+    assert (select(mb, mr, offsets, "global", k=0.6).keep == select(lb, lr, offsets, "global", k=0.6).keep).all()
+    assert (select(mb, None, offsets, "high-ppl", k=0.3).keep == select(lb, None, offsets, "high-ppl", k=0.3).keep).all()

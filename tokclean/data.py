@@ -357,7 +357,7 @@ def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataRep
             cols[k].append(v)
     return cols
 
-# %% ../nbs/02_data.ipynb #2289f658
+# %% ../nbs/02_data.ipynb #b8b52870
 @dataclass
 class SFTData:
     "Tokenized SFT data: `dataset` (input_ids, labels, source, where, n_response, truncated), fingerprints, report, and the conversations."
@@ -366,6 +366,7 @@ class SFTData:
     data_fingerprint: str
     report: DataReport
     conversations: list  # the messages of each sample, aligned with `dataset`
+    meta: dict = field(default_factory=dict)  # pool, tokenizer fingerprint, template, max_len: what the fingerprint covers
 
 
 def _conversations(spec, split, format, on_bad, drop_synthetic, report):
@@ -375,7 +376,7 @@ def _conversations(spec, split, format, on_bad, drop_synthetic, report):
         for i, c in enumerate(tiny_conversations(64)): report.rows += 1; yield f"tiny item {i}", c["messages"], c["source"]
     else: yield from iter_conversations(spec, split, format, on_bad, drop_synthetic, report)
 
-# %% ../nbs/02_data.ipynb #f4bc1482
+# %% ../nbs/02_data.ipynb #7d41ebb6
 def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", template: str = "tulu", max_len: int = 2048,
              limit: int | None = None, on_bad: str = "raise", drop_synthetic: bool = True, shuffle: bool = False,
              seed: int = 42, batch: int = 256) -> SFTData:
@@ -394,7 +395,8 @@ def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", templa
     report.sources = dict(Counter(cols["source"]))
     convs = cols.pop("messages")
     ds = datasets.Dataset.from_dict(cols)
-    return SFTData(ds, _sha(data_fp, tokenizer_fingerprint(tokenizer), template, max_len), data_fp, report, convs)
+    meta = {"pool": str(pool), "tokenizer": tokenizer_fingerprint(tokenizer), "template": template, "max_len": max_len}
+    return SFTData(ds, _sha(data_fp, meta["tokenizer"], template, max_len), data_fp, report, convs, meta)
 
 
 def sft_kwargs(data_cfg) -> dict:

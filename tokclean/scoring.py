@@ -97,7 +97,7 @@ def model_fingerprint(model, path: str | None = None) -> str:
 # %% ../nbs/04_scoring.ipynb #2dc27c5a
 SCORING_VERSION = 1  # bump when the computation changes in a way that changes numbers
 
-# %% ../nbs/04_scoring.ipynb #64dff547
+# %% ../nbs/04_scoring.ipynb #848b8002
 @dataclass
 class Scores:
     "Per-token losses of one model on one data set: flat `loss` (N,) float32, `offsets` (S+1,), and the manifest."
@@ -109,8 +109,8 @@ class Scores:
     def sample(self, i: int) -> np.ndarray: return self.loss[self.offsets[i] : self.offsets[i + 1]]
 
 
-def load_scores(path) -> Scores:
-    "Load a complete score directory, verifying the checksums in its manifest."
+def load_scores(path, mmap: bool = False) -> Scores:
+    "Load a complete score directory, verifying the checksums in its manifest; `mmap` leaves the losses on disk."
     path = Path(path)
     manifest_file = path / "manifest.json"
     if not manifest_file.exists(): raise FileNotFoundError(f"{path} holds no finished scores (no manifest.json)")
@@ -118,7 +118,7 @@ def load_scores(path) -> Scores:
     for name in ("loss.npy", "offsets.npy"):
         if not (path / name).exists() or sha256_file(path / name) != m["sha256"][name]:
             raise ValueError(f"{path / name} is missing or does not match its checksum in manifest.json: delete {path} to recompute")
-    return Scores(np.load(path / "loss.npy"), np.load(path / "offsets.npy"), m, path)
+    return Scores(np.load(path / "loss.npy", mmap_mode="r" if mmap else None), np.load(path / "offsets.npy"), m, path)
 
 # %% ../nbs/04_scoring.ipynb #104a1f2f
 def score_key(model_fp: str, data_fp: str, dtype, batch_size: int, max_batch_tokens: int, shard_size: int) -> dict:
@@ -173,7 +173,7 @@ def process_state():
     from accelerate import PartialState
     return PartialState(cpu=not torch.cuda.is_available())
 
-# %% ../nbs/04_scoring.ipynb #526e666b
+# %% ../nbs/04_scoring.ipynb #b14a7d0a
 def score_dataset(model, sft, model_id: str | None = None, batch_size: int = 8, max_batch_tokens: int = 16384,
                   shard_size: int = 1024, cache_dir: str | None = None, progress: bool = True) -> Scores:
     "Per-token losses of `model` on the tokenized `sft` data, from the cache when every input matches (keywords follow `ScoreCfg`)."
@@ -205,6 +205,7 @@ def score_dataset(model, sft, model_id: str | None = None, batch_size: int = 8, 
     state.wait_for_everyone()
     if state.is_main_process:
         _merge(d, n_shards, offsets, key, {"model_id": model_id, "processes": state.num_processes, "seconds": round(time.time() - t0, 2),
+                                           "data_fingerprint": sft.data_fingerprint, **sft.meta,
                                            "data_report": {"samples": len(ds), "source_counts": sft.report.sources}})
     state.wait_for_everyone()
     return load_scores(d)

@@ -10,11 +10,12 @@ from typing import Callable, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['SELECTORS', 'token_scores', 'check_finite', 'Threshold', 'topk_threshold', 'keep_from_threshold', 'select_top',
-           'select_global', 'score_chunks', 'sample_ids', 'select_sample', 'select_threshold', 'select_random',
-           'soft_weights', 'SelectionStats', 'Selection', 'selection_stats', 'select', 'apply_keep']
+__all__ = ['SELECTORS', 'token_scores', 'check_finite', 'Threshold', 'topk_threshold', 'keep_from_threshold', 'top_k_stream',
+           'score_chunks', 'top_k', 'top_k_difference', 'sample_ids', 'select_sample', 'select_threshold',
+           'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample', 'selection_stats',
+           'select', 'apply_keep']
 
-# %% ../nbs/05_selection.ipynb #12a52882
+# %% ../nbs/05_selection.ipynb #b620ffbf
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
     "score = loss_base - loss_ref, float64 (N,), after checking the two arrays describe the same tokens."
     if loss_base.shape != loss_ref.shape:
@@ -27,8 +28,7 @@ def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
 
 def check_finite(x: np.ndarray, name: str, chunk: int = 1 << 20):
     "Raise if `x` holds NaN or inf, saying how many and where the first one is (chunk by chunk: no (N,) temporary)."
-    bad = [(i, ~np.isfinite(x[i : i + chunk])) for i in range(0, len(x), chunk)]
-    bad = [(i, b) for i, b in bad if b.any()]
+    bad = [(i, b) for i, b in ((i, ~np.isfinite(x[i : i + chunk])) for i in range(0, len(x), chunk)) if b.any()]
     if bad: raise ValueError(f"{name} has {sum(int(b.sum()) for _, b in bad)} non-finite values (first at token "
                              f"{bad[0][0] + int(np.argmax(bad[0][1]))}); rescore in float32 (score.dtype=float32) or check the model")
 
@@ -82,7 +82,7 @@ def topk_threshold(stream: Callable[[], Iterable[np.ndarray]], m: int, bins: int
     v = np.partition(cand, len(cand) - r)[len(cand) - r]  # the r-th largest candidate
     return Threshold(float(v), r - int(np.count_nonzero(cand > v)), 0, passes + 1)
 
-# %% ../nbs/05_selection.ipynb #50a3e223
+# %% ../nbs/05_selection.ipynb #b05d882a
 def keep_from_threshold(stream, th: Threshold, n: int) -> np.ndarray:
     "The keep mask (n,) of a threshold: values above it, then the earliest values equal to it (stream order)."
     keep, at, ties = np.empty(n, dtype=bool), 0, th.ties
@@ -96,22 +96,46 @@ def keep_from_threshold(stream, th: Threshold, n: int) -> np.ndarray:
     return keep
 
 
-def select_top(stream, n: int, k: float) -> tuple[np.ndarray, Threshold]:
-    "Keep the top `int(n * k)` values of a stream of `n` values; ties go to the earlier one."
+def top_k_stream(stream, n: int, k: float) -> tuple[np.ndarray, Threshold]:
+    "Keep the top `int(n * k)` values of a stream of `n` values (data on disk); ties go to the earlier one."
     m = int(n * k)
     if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
     th = topk_threshold(stream, m)
     return keep_from_threshold(stream, th, n), th
 
 
-def select_global(score: np.ndarray, k: float, chunk: int = 1 << 20) -> tuple[np.ndarray, Threshold]:
-    "Keep the top `int(N * k)` scores of the whole data set; ties go to the earlier token."
-    return select_top(_chunks(score, chunk), len(score), k)
-
-
 def score_chunks(loss_base: np.ndarray, loss_ref: np.ndarray, chunk: int = 1 << 20):
     "The scores as a re-iterable stream of float64 chunks, computed on the fly: no (N,) float64 array is ever held."
     return lambda: (loss_base[i : i + chunk].astype(np.float64) - loss_ref[i : i + chunk] for i in range(0, len(loss_base), chunk))
+
+# %% ../nbs/05_selection.ipynb #5d91b147
+def top_k(values: np.ndarray, k: float) -> tuple[np.ndarray, Threshold]:
+    "Keep the top `int(N * k)` values of an array; ties go to the earlier one. Linear time."
+    n, m = len(values), int(len(values) * k)
+    if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
+    v = np.partition(values, n - m)[n - m]  # the m-th largest
+    keep = values > v
+    ties = m - int(np.count_nonzero(keep))
+    keep[np.flatnonzero(values == v)[:ties]] = True
+    return keep, Threshold(float(v), ties)
+
+
+def top_k_difference(a: np.ndarray, b: np.ndarray, k: float) -> tuple[np.ndarray, Threshold]:
+    "Keep the top `int(N * k)` of the float64 differences `a - b` (float32 inputs), ties to the earlier; 5 bytes a token."
+    n, m = len(a), int(len(a) * k)
+    if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
+    d = np.subtract(a, b, dtype=np.float32)  # (N,) rounded, monotone: it orders like the exact score, up to merged ties
+    d.partition(n - m)  # in place: no second (N,) array
+    v = d[n - m]  # the m-th largest rounded score
+    np.subtract(a, b, out=d)  # recompute in the same buffer
+    keep = d > v  # certainly in the top m: their exact scores beat every token at or below v
+    at = np.concatenate([np.flatnonzero(d[i : i + (1 << 20)] == v) + i for i in range(0, n, 1 << 20)])  # the boundary (chunked:
+    # no (N,) temporary), ordered by the exact float64 score, earliest first
+    exact = a[at].astype(np.float64) - b[at]
+    chosen = np.lexsort((at, -exact))[: m - int(np.count_nonzero(keep))]
+    keep[at[chosen]] = True
+    cut = exact[chosen[-1]] if len(chosen) else float(v)
+    return keep, Threshold(float(cut), int(np.count_nonzero(exact[chosen] == cut)))
 
 # %% ../nbs/05_selection.ipynb #cb117057
 def sample_ids(offsets: np.ndarray) -> np.ndarray:
@@ -174,11 +198,23 @@ class Selection:
     stats: SelectionStats
     weights: np.ndarray | None = None
 
-# %% ../nbs/05_selection.ipynb #d0712388
+# %% ../nbs/05_selection.ipynb #ccea756d
+def kept_per_sample(keep: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    "Kept tokens per sample (S,), summed a group of samples at a time: no (N,) integer temporary."
+    n, kept = np.diff(offsets), np.zeros(len(offsets) - 1, dtype=np.int64)
+    has = np.flatnonzero(n > 0)  # samples with response tokens
+    starts = offsets[:-1][has]
+    groups = np.searchsorted(starts, np.arange(0, offsets[-1] + chunk, chunk))  # samples whose start falls in each chunk
+    for g0, g1 in zip(groups[:-1], groups[1:]):
+        if g0 == g1: continue
+        lo, hi = starts[g0], offsets[has[g1 - 1] + 1]
+        kept[has[g0:g1]] = np.add.reduceat(keep[lo:hi].view(np.uint8), starts[g0:g1] - lo, dtype=np.int64)
+    return kept
+
+
 def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Threshold | None = None) -> SelectionStats:
     "Statistics of a keep mask: overall, per sample, per source."
-    c = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
-    kept, n = c[offsets[1:]] - c[offsets[:-1]], np.diff(offsets)  # (S,), (S,)
+    n, kept = np.diff(offsets), kept_per_sample(keep, offsets)  # (S,), (S,)
     frac = kept[n > 0] / n[n > 0]
     q = dict(zip(("min", "p10", "p25", "median", "p75", "p90", "max"), np.quantile(frac, [0, .1, .25, .5, .75, .9, 1]).round(4).tolist())) if len(frac) else {}
     per_source = {}
@@ -189,7 +225,7 @@ def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Thre
                           int(((kept == n) & (n > 0)).sum()), {**q, "mean": round(float(frac.mean()), 4) if len(frac) else None},
                           per_source, None if th is None else th.value, 0 if th is None else th.rank_error)
 
-# %% ../nbs/05_selection.ipynb #a34ed362
+# %% ../nbs/05_selection.ipynb #2239760b
 SELECTORS = ("global", "sample", "threshold", "random", "full", "high-ppl")
 
 
@@ -207,12 +243,13 @@ def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarr
         check_finite(loss_ref, "loss_ref")
     n, th = len(loss_base), None
     full_score = lambda: token_scores(loss_base, loss_ref)  # (N,) float64: only the methods that need it build it
-    if method == "global": keep, th = select_top(score_chunks(loss_base, loss_ref), n, k)  # never holds (N,) float64
+    on_disk = isinstance(loss_base, np.memmap)  # a pool read from disk is streamed, never loaded whole
+    if method == "global": keep, th = top_k_stream(score_chunks(loss_base, loss_ref), n, k) if on_disk else top_k_difference(loss_base, loss_ref, k)
     elif method == "sample": keep = select_sample(full_score(), offsets, k)
     elif method == "threshold": keep = select_threshold(full_score(), tau)
     elif method == "random": keep = select_random(n, k, seed)
     elif method == "full": keep = np.ones(n, dtype=bool)
-    else: keep, th = select_top(_chunks(loss_base), n, k)  # high-ppl: the base loss alone
+    else: keep, th = top_k_stream(_chunks(loss_base), n, k) if on_disk else top_k(loss_base, k)  # high-ppl: base loss alone
     weights = soft_weights(full_score(), temperature) * keep if weighting == "soft" else None
     return Selection(keep, selection_stats(keep, offsets, method, k, sources, th), weights)
 
