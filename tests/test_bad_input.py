@@ -84,7 +84,7 @@ CONFIG_CASES = {
     "negative max_len": (["data.max_len=-1"], "data.max_len=-1: must be a positive number of tokens"),
     "negative batch": (["train.batch_size=-2"], "train.batch_size=-2: must be a positive integer"),
     "not a number": (["train.lr=fast"], "train.lr='fast': expected float"),
-    "unknown key": (["train.learning_rate=1e-4"], "unknown config key 'train.learning_rate'"),
+    "unknown key": (["train.learning_rate=1e-4"], "unknown config key 'train.learning_rate' (did you mean train.lr?)"),
     "no equals sign": (["train.lr"], "write it as section.field=value"),
     "unknown quant": (["model.quant=3bit"], "model.quant='3bit': must be none, 4bit or 8bit"),
     "unknown template": (["data.template=alpaca"], "data.template='alpaca': must be one of tulu, chat"),

@@ -12,9 +12,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['SELECTORS', 'WEIGHTINGS', 'TEMPLATES', 'FORMATS', 'DTYPES', 'QUANTS', 'SUITES', 'PIPELINES', 'WARMUP_MODES',
-           'LOSS_NORMS', 'PAPER_TASKS', 'LORA_TARGETS', 'PRESETS', 'ConfigError', 'ModelCfg', 'DataCfg', 'ScoreCfg',
-           'SelectCfg', 'TrainCfg', 'EvalCfg', 'RunCfg', 'Config', 'to_dict', 'flat_keys', 'parse_overrides',
-           'with_overrides', 'preset', 'save_config', 'read_config_file', 'load_config', 'get_config', 'describe']
+           'LOSS_NORMS', 'PAPER_TASKS', 'LORA_TARGETS', 'HF_NAMES', 'PRESETS', 'ConfigError', 'ModelCfg', 'DataCfg',
+           'ScoreCfg', 'SelectCfg', 'TrainCfg', 'EvalCfg', 'RunCfg', 'Config', 'to_dict', 'flat_keys',
+           'parse_overrides', 'with_overrides', 'preset', 'save_config', 'read_config_file', 'load_config',
+           'get_config', 'describe']
 
 # %% ../nbs/00_config.ipynb #3ee2c070
 SELECTORS = ("global", "sample", "threshold", "random", "full", "high-ppl")  # token selection rules
@@ -304,9 +305,14 @@ def parse_overrides(items) -> dict:
         out[key.strip()] = value.strip()
     return out
 
-# %% ../nbs/00_config.ipynb #8d871639
+# %% ../nbs/00_config.ipynb #c9d16cd5
+HF_NAMES = {"learning_rate": "lr", "num_train_epochs": "epochs", "max_length": "max_len", "max_seq_length": "max_len",
+            "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum", "r": "lora_r"}
+
+
 def _unknown_key(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, flat_keys(), n=1)
+    section, _, name = key.partition(".")
+    close = [f"{section}.{HF_NAMES[name]}"] if name in HF_NAMES else difflib.get_close_matches(key, flat_keys(), n=1)
     hint = f" (did you mean {close[0]}?)" if close else f"; valid keys: {', '.join(flat_keys())}"
     return ConfigError(f"unknown config key {key!r}{hint}")
 
