@@ -142,7 +142,7 @@ class SelectCfg:
         _one_of("select", "weighting", self.weighting, WEIGHTINGS)
         _require(self.temperature > 0, "select", "temperature", self.temperature, "must be positive")
 
-# %% ../nbs/00_config.ipynb #2d9b55ec
+# %% ../nbs/00_config.ipynb #b4305b6f
 @dataclass(frozen=True)
 class TrainCfg:
     "LoRA fine-tuning on the cleaned labels (the paper's recipe by default)."
@@ -159,7 +159,7 @@ class TrainCfg:
     scheduler: str = "linear"  # transformers scheduler name
     max_grad_norm: float = 0.0  # gradient clipping; 0 disables it (the paper does not clip)
     grad_ckpt: bool = True  # gradient checkpointing
-    loss_norm: str = "micro_batch"  # micro_batch: the paper's HF mean; step: mean over all kept tokens of the step
+    loss_norm: str = "step"  # step: mean over all kept tokens of the optimiser step; micro_batch: the paper's per-batch mean
     shuffle: bool = False  # the paper trains in file order
 
     def __post_init__(self):
@@ -326,8 +326,9 @@ def with_overrides(cfg: Config, overrides) -> Config:
         sections[section][name] = _coerce(raw, _hints(_sections()[section])[name], key)
     return Config(**{s: _sections()[s](**kw) for s, kw in sections.items()})
 
-# %% ../nbs/00_config.ipynb #3e7309a1
-_PAPER = {"model.base": "meta-llama/Llama-3.2-3B", "data.pool": "jlpang888/DS2_50k"}
+# %% ../nbs/00_config.ipynb #2615260d
+_PAPER = {"model.base": "meta-llama/Llama-3.2-3B", "data.pool": "jlpang888/DS2_50k",
+          "train.loss_norm": "micro_batch"}  # the official runs' HF mean per micro-batch, for exact reproduction
 
 PRESETS: dict[str, dict] = {
     "tiny": {"model.base": "tiny", "model.dtype": "float32", "model.device": "cpu",

@@ -16,7 +16,7 @@ import tokclean
 from .files import cache_dir as tokclean_cache, save_npy, sha256_file, write_json
 
 # %% auto #0
-__all__ = ['SCORING_VERSION', 'length_batches', 'collate', 'token_losses', 'response_offsets', 'per_position',
+__all__ = ['SCORING_VERSION', 'length_batches', 'collate', 'labelled_losses', 'token_losses', 'response_offsets', 'per_position',
            'weights_fingerprint', 'model_fingerprint', 'Scores', 'load_scores', 'score_key', 'check_vocab_covers',
            'score_kwargs', 'process_state', 'score_dataset']
 
@@ -44,26 +44,30 @@ def collate(rows: list[dict], pad_id: int, device="cpu") -> dict:
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
-# %% ../nbs/04_scoring.ipynb #16616cb8
+# %% ../nbs/04_scoring.ipynb #dff01c6b
 def _logit_transform(config):
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     cap, scale = getattr(text, "final_logit_softcapping", None), getattr(text, "logit_scale", None)
     return lambda x: (torch.tanh(x * (scale or 1.0) / cap) * cap) if cap else x * (scale or 1.0)
 
 
-@torch.inference_mode()
-def token_losses(model, input_ids, attention_mask, labels, rows_per_tile: int = 1024) -> torch.Tensor:
-    "Cross-entropy of every labelled token of a batch, flat float32 (N,) in (sample, position) order."
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+def labelled_losses(model, input_ids, attention_mask, labels, rows_per_tile: int = 1024) -> torch.Tensor:
+    "Cross-entropy of every labelled token of a batch, flat float32 (N,) in (sample, position) order; differentiable."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers sit inside
+    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
     target = labels[:, 1:]  # (B, T-1): the token predicted at each position
     keep = target != -100
     h, t = hidden[:, :-1][keep], target[keep]  # (N, H), (N,)
-    head, transform = model.get_output_embeddings(), _logit_transform(model.config)
-    out = torch.empty(len(t), dtype=torch.float32, device=h.device)
-    for s in range(0, len(t), rows_per_tile):
-        logits = transform(head(h[s : s + rows_per_tile]).float())  # (n, V) fp32: one tile, never (B, T, V)
-        out[s : s + rows_per_tile] = F.cross_entropy(logits, t[s : s + rows_per_tile], reduction="none")
-    return out
+    head, transform = base.get_output_embeddings(), _logit_transform(base.config)
+    tiles = [F.cross_entropy(transform(head(h[s : s + rows_per_tile]).float()), t[s : s + rows_per_tile], reduction="none")
+             for s in range(0, len(t), rows_per_tile)]  # each (n, V) fp32 tile lives only inside its own step
+    return torch.cat(tiles) if tiles else hidden.reshape(-1)[:0].float()  # empty, but still on the graph: its sum is a zero loss
+
+
+@torch.inference_mode()
+def token_losses(model, input_ids, attention_mask, labels, rows_per_tile: int = 1024) -> torch.Tensor:
+    "`labelled_losses` without gradients: what scoring runs."
+    return labelled_losses(model, input_ids, attention_mask, labels, rows_per_tile)
 
 # %% ../nbs/04_scoring.ipynb #cf54e1ab
 def response_offsets(n_response) -> np.ndarray:
