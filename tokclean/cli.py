@@ -20,7 +20,8 @@ from .selection import select
 
 # %% auto #0
 __all__ = ['LIBRARIES', 'COMMANDS', 'USER_ERRORS', 'library_versions', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets',
-           'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'build_parser', 'main']
+           'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'm_stage', 'build_parser',
+           'main']
 
 # %% ../nbs/99_cli.ipynb #4039f79c
 LIBRARIES = ("tokclean", "torch", "transformers", "peft", "datasets", "accelerate", "trl", "lm_eval", "bitsandbytes", "tokenizers")
@@ -148,17 +149,32 @@ def cmd_run(cfg, args):
     m = run_pipeline(with_overrides(cfg, {"run.pipeline": args.pipeline}))
     print(f"final model: {m['final_model']}")
 
-# %% ../nbs/99_cli.ipynb #f8380b4f
+# %% ../nbs/99_cli.ipynb #1a0cc772
 def cmd_demo(cfg, args):
-    "The embedded end-to-end demo: chat with the base model, then tokenize and label-check the pool."
-    args.prompt, args.max_new_tokens = "What is the capital of France?", 32
-    print(f"== {cfg.model.base} answers: {args.prompt}")
-    cmd_chat(cfg, args)
-    print(f"== tokenizing {cfg.data.pool} (template {cfg.data.template}, max_len {cfg.data.max_len})")
-    args.check_labels = True
-    return cmd_data(cfg, args)
+    "The embedded demo: Fixed-Model cleaning and the full-token baseline, then an HTML report."
+    from tokclean.config import with_overrides
+    from tokclean.pipeline import run_dir, run_pipeline
+    from tokclean.report import write_report
+    t0 = time.time()
+    model, tok = load_model(cfg.model.base, **model_kwargs(cfg.model))
+    print(f"== {cfg.model.base} answers 'What is the capital of France?': {chat(model, tok, 'What is the capital of France?', 32)}")
+    dirs = {}
+    for p in ("fixed", "full"):
+        print(f"== pipeline {p}")
+        c = with_overrides(cfg, {"run.pipeline": p})
+        run_pipeline(c)
+        dirs[p] = run_dir(c)
+    out = write_report(dirs["fixed"], dirs["full"], Path(args.save or cfg.run.out_dir) / f"{cfg.run.preset}-report.html")
+    held = {**m_stage(dirs["full"], "heldout").get("mean_loss", {}), **m_stage(dirs["fixed"], "heldout").get("mean_loss", {})}
+    print("held-out response loss: " + ", ".join(f"{k} {v:.4f}" for k, v in held.items()))
+    print(f"report: {out}  ({time.time() - t0:.0f} s)")
 
-# %% ../nbs/99_cli.ipynb #457e70cd
+
+def m_stage(d, name) -> dict:
+    "One stage's record in a run directory's manifest ({} if absent)."
+    return json.loads((Path(d) / "manifest.json").read_text())["stages"].get(name, {})
+
+# %% ../nbs/99_cli.ipynb #09bee9ab
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,
             "run": cmd_run, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo}
 
@@ -177,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
         _common(p)
         if name == "config": p.add_argument("--out", help="also write the config to this .yaml/.json file")
-        if name in ("data", "demo", "select"): p.add_argument("--save", metavar="DIR", help="save the results, config and report")
+        if name in ("data", "demo", "select"): p.add_argument("--save", metavar="DIR", help="where to save the results (and the report)")
         if name == "score": p.add_argument("--model", default="base", help="base, reference, or a model spec (default: base)")
         if name == "data": p.add_argument("--check-labels", action="store_true", help="decode labels and compare with the answers")
         if name == "chat":

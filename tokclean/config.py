@@ -84,12 +84,13 @@ class ModelCfg:
         _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "model", "device", self.device,
                  "must be auto, cpu, cuda or cuda:N")
 
-# %% ../nbs/00_config.ipynb #f94c8e56
+# %% ../nbs/00_config.ipynb #2d94b8ec
 @dataclass(frozen=True)
 class DataCfg:
     "Where the SFT data come from and how they become tokens."
     pool: str = "jlpang888/DS2_50k"  # data to clean: file (.json/.jsonl/.parquet/.tsv), datasets dir, hub id or alias
     warmup: str | None = None  # high-quality warm-up set for the reference; None: the first chunk of `pool`
+    heldout: str | None = None  # held-out SFT data whose response loss measures each model (any spec; `name[a:b]` slices samples)
     split: str = "train"  # split of a hub dataset or a DatasetDict directory
     format: str = "auto"  # row format; auto detects it from the fields
     template: str = "tulu"  # how conversations become text
@@ -326,7 +327,7 @@ def with_overrides(cfg: Config, overrides) -> Config:
         sections[section][name] = _coerce(raw, _hints(_sections()[section])[name], key)
     return Config(**{s: _sections()[s](**kw) for s, kw in sections.items()})
 
-# %% ../nbs/00_config.ipynb #2615260d
+# %% ../nbs/00_config.ipynb #ddaa04f4
 _PAPER = {"model.base": "meta-llama/Llama-3.2-3B", "data.pool": "jlpang888/DS2_50k",
           "train.loss_norm": "micro_batch"}  # the official runs' HF mean per micro-batch, for exact reproduction
 
@@ -336,8 +337,9 @@ PRESETS: dict[str, dict] = {
              "train.lora_r": 4, "train.lora_alpha": 8, "train.lora_dropout": 0.0, "train.batch_size": 4,
              "train.lr": 1e-3, "train.grad_ckpt": False, "eval.suite": "quick", "eval.quick_n": 4,
              "eval.limit": None, "run.rounds": 2, "run.warmup_mode": "first_chunk"},
-    "demo": {"model.base": "smollm2-135m-instruct", "model.device": "cpu", "data.pool": "alpaca-gpt4-demo",
-             "data.max_len": 512, "data.limit": 240, "train.batch_size": 8, "train.grad_ckpt": False,
+    "demo": {"model.base": "smollm2-135m-instruct", "model.device": "cpu", "data.pool": "alpaca-gpt4-demo[:180]",
+             "data.heldout": "alpaca-gpt4-demo[900:]", "data.max_len": 512, "train.batch_size": 8, "train.grad_ckpt": False,
+             "train.lr": 2e-4, "score.shard_size": 32,
              "eval.suite": "quick", "eval.quick_n": 20, "eval.limit": None, "run.rounds": 2,
              "run.warmup_mode": "first_chunk"},
     "paper-llama3.2-3b": _PAPER,

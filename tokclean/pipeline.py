@@ -19,16 +19,20 @@ from .selection import apply_keep, select
 from .training import train, train_kwargs
 
 # %% auto #0
-__all__ = ['METHOD_OF', 'Run', 'stage', 'subset', 'chunks', 'cleaned', 'run_pipeline']
+__all__ = ['METHOD_OF', 'run_dir', 'Run', 'stage', 'subset', 'chunks', 'cleaned', 'heldout_losses', 'run_pipeline']
 
-# %% ../nbs/08_pipeline.ipynb #a7218e69
+# %% ../nbs/08_pipeline.ipynb #cf46ff28
+def run_dir(cfg: Config, root=None) -> Path:
+    "The directory of a run: `run.out_dir/run.name`, the name defaulting to preset-pipeline-seed."
+    return Path(root or cfg.run.out_dir) / (cfg.run.name or f"{cfg.run.preset}-{cfg.run.pipeline}-s{cfg.run.seed}")
+
+
 class Run:
     "A run directory: the config it was made for, the manifest of finished stages, and paths for models and data."
 
     def __init__(self, cfg: Config, root=None, log=print):
         self.cfg, self.log = cfg, log
-        name = cfg.run.name or f"{cfg.run.preset}-{cfg.run.pipeline}-s{cfg.run.seed}"
-        self.dir = Path(root or cfg.run.out_dir) / name
+        self.dir = run_dir(cfg, root)
         self.manifest_path = self.dir / "manifest.json"
         self.manifest = self._open()
 
@@ -160,7 +164,16 @@ def _reference(run: Run, pool: SFTData, parts: list) -> str:
     else: warm = subset(pool, parts[0], "chunk0")
     return stage(run, "warmup/train", lambda: _train(run, cfg.model.base, warm.dataset, "models/warmup"))["model"]
 
-# %% ../nbs/08_pipeline.ipynb #6628cdf7
+# %% ../nbs/08_pipeline.ipynb #19c04c84
+def heldout_losses(run: Run, models: dict) -> dict:
+    "Mean response-token loss of each model on `data.heldout` (every response token, the base model's tokenizer)."
+    cfg = run.cfg
+    tok = load_tokenizer(cfg.model.base, **tokenizer_kwargs(cfg.model))
+    held = load_sft(cfg.data.heldout, tok, **{**sft_kwargs(cfg.data), "limit": None}, seed=cfg.run.seed)
+    return {"data": cfg.data.heldout, "samples": len(held.dataset), "tokens": held.report.response_tokens,
+            "mean_loss": {name: _scores(run, spec, held, name, progress=False)["mean_loss"] for name, spec in models.items()}}
+
+# %% ../nbs/08_pipeline.ipynb #a729cd02
 def run_pipeline(cfg: Config, root=None, log=print) -> dict:
     "Run (or resume) `cfg.run.pipeline` in its run directory; return the manifest."
     run = Run(cfg, root, log)
@@ -182,6 +195,7 @@ def run_pipeline(cfg: Config, root=None, log=print) -> dict:
         method = METHOD_OF[p]
         ref = _reference(run, pool, parts) if method in ("global", "sample") else None
         final = _clean_and_train(run, subset(pool, cleaned_rows, "pool"), cfg.model.base, "models/final", p, method, ref)["model"]
+    if cfg.data.heldout: stage(run, "heldout", lambda: heldout_losses(run, {"base": cfg.model.base, p: final}))
     run.manifest["final_model"] = final
     run.record("done", {"final_model": final})
     log(f"[{p}] final model: {final}")
