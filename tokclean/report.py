@@ -18,16 +18,17 @@ from .viz import ALL, KEPT, plot_loss_scatter, plot_score_hist, tokens_html, use
 # %% auto #0
 __all__ = ['CSS', 'loss_curves', 'write_report']
 
-# %% ../nbs/09_report.ipynb #a2e8494e
+# %% ../nbs/09_report.ipynb #6a3858ab
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=110, bbox_inches="tight"); plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _table(rows: list[list], head: list[str]) -> str:
+def _table(rows: list[list], head: list[str] | None = None) -> str:
     cells = lambda r, t: "".join(f"<{t}>{html.escape(str(c))}</{t}>" for c in r)
-    return f"<table><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table>"
+    top = f"<tr>{cells(head, 'th')}</tr>" if head else ""
+    return f"<table>{top}" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table>"
 
 
 def _manifest(run_dir) -> dict: return json.loads((Path(run_dir) / "manifest.json").read_text())
@@ -44,7 +45,7 @@ def loss_curves(run_dirs: dict) -> str:
     ax.set(xlabel="optimiser step", ylabel="loss (kept tokens)", title="Training loss"); ax.legend(frameon=False, fontsize=8)
     return _png(fig)
 
-# %% ../nbs/09_report.ipynb #5e37d159
+# %% ../nbs/09_report.ipynb #9beca46d
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.92em}th{background:#f4f6f8}
@@ -81,7 +82,7 @@ def write_report(cleaned_dir, baseline_dir, out, n_examples: int = 3) -> Path:
         _table([["method", st["method"]], ["k", st["k"]], ["kept tokens", f"{st['n_kept']:,} of {st['n_tokens']:,} ({st['n_kept'] / st['n_tokens']:.1%})"],
                 ["samples with no kept token", f"{st['samples_none_kept']} of {st['n_samples']}"],
                 ["kept fraction per sample", ", ".join(f"{k} {v}" for k, v in st["per_sample"].items())],
-                ["threshold (score)", st["threshold"]]], ["", ""]),
+                ["threshold (score)", f"{st['threshold']:.4g}" if st["threshold"] is not None else "-"]]),
         '<div class="figs">' + _png(plot_score_hist(score, sel.keep).figure) + _png(plot_loss_scatter(lb, lr, sel.keep).figure) + "</div>",
         "<h2>Kept and dropped tokens</h2><p class=note>Prompt grey; kept response tokens blue; dropped ones struck through (hover: score).</p>",
         *[f"<h3>sample {i} ({sel.keep[offsets[i]:offsets[i + 1]].mean():.0%} kept)</h3>"

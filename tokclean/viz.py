@@ -20,7 +20,7 @@ def use_style():
     import seaborn as sns
     sns.set_theme(style="whitegrid", context="paper", palette="colorblind", font_scale=1.1)
 
-# %% ../nbs/05a_viz.ipynb #deb74934
+# %% ../nbs/05a_viz.ipynb #c732170e
 def plot_score_hist(score: np.ndarray, keep: np.ndarray | None = None, ax=None, bins: int = 120, linthresh: float = 0.05,
                     title: str = "Token scores (loss_base - loss_ref)"):
     "Histogram of token scores on a symlog axis, kept tokens overlaid."
@@ -32,6 +32,8 @@ def plot_score_hist(score: np.ndarray, keep: np.ndarray | None = None, ax=None, 
     ax.hist(score, bins=edges, color=ALL, label=f"all tokens ({len(score):,})")
     if keep is not None: ax.hist(score[keep], bins=edges, color=KEPT, alpha=0.8, label=f"selected ({int(keep.sum()):,})")
     ax.set_xscale("symlog", linthresh=linthresh); ax.set_yscale("log")
+    decades = [10.0 ** e for e in range(int(np.ceil(np.log10(linthresh))) + 1, int(np.ceil(np.log10(lim))) + 1)]
+    ax.set_xticks(sorted([-d for d in decades] + [0.0] + decades))  # no labels crowding the linear middle
     ax.set(xlabel="score", ylabel="tokens", title=title); ax.legend(frameon=False)
     return ax
 
