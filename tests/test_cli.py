@@ -13,7 +13,7 @@ def run(*args, ok=True):
     return done
 
 
-@pytest.mark.parametrize("cmd", ["config", "data", "score", "select", "chat", "assets", "demo"])
+@pytest.mark.parametrize("cmd", ["config", "data", "score", "select", "train", "run", "report", "chat", "assets", "demo"])
 def test_help(cmd):
     out = run(cmd, "--help").stdout
     assert "--preset" in out and "--set" in out and "--config" in out

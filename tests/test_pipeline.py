@@ -65,3 +65,13 @@ def test_run_dir_of_another_run_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tokclean", "run", "full", "--preset", "tiny", "--set", f"run.out_dir={tmp_path}",
                            "--set", f"score.cache_dir={tmp_path}/scores", "--set", "train.lr=0.5"], capture_output=True, text=True)
     assert done.returncode == 2 and "holds a different run (config differs in train.lr)" in done.stderr
+
+
+def test_report_command(tmp_path):
+    for p in ("fixed", "full"): run(tmp_path, p)
+    out = tmp_path / "r.html"
+    done = subprocess.run([sys.executable, "-m", "tokclean", "report", "--cleaned", str(tmp_path / "tiny-fixed-s42"),
+                           "--baseline", str(tmp_path / "tiny-full-s42"), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = out.read_text()
+    assert page.count("<img") == 3 and "Kept and dropped tokens" in page and "fixed/train" in page

@@ -10,6 +10,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'tokclean.cli.cmd_config': ('cli.html#cmd_config', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_data': ('cli.html#cmd_data', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_demo': ('cli.html#cmd_demo', 'tokclean/cli.py'),
+                              'tokclean.cli.cmd_report': ('cli.html#cmd_report', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_run': ('cli.html#cmd_run', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_score': ('cli.html#cmd_score', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_select': ('cli.html#cmd_select', 'tokclean/cli.py'),

@@ -20,8 +20,8 @@ from .selection import select
 
 # %% auto #0
 __all__ = ['LIBRARIES', 'COMMANDS', 'USER_ERRORS', 'library_versions', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets',
-           'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'm_stage', 'build_parser',
-           'main']
+           'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'm_stage',
+           'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #4039f79c
 LIBRARIES = ("tokclean", "torch", "transformers", "peft", "datasets", "accelerate", "trl", "lm_eval", "bitsandbytes", "tokenizers")
@@ -149,7 +149,7 @@ def cmd_run(cfg, args):
     m = run_pipeline(with_overrides(cfg, {"run.pipeline": args.pipeline}))
     print(f"final model: {m['final_model']}")
 
-# %% ../nbs/99_cli.ipynb #1a0cc772
+# %% ../nbs/99_cli.ipynb #83eb84bd
 def cmd_demo(cfg, args):
     "The embedded demo: Fixed-Model cleaning and the full-token baseline, then an HTML report."
     from tokclean.config import with_overrides
@@ -170,13 +170,19 @@ def cmd_demo(cfg, args):
     print(f"report: {out}  ({time.time() - t0:.0f} s)")
 
 
+def cmd_report(cfg, args):
+    "Write the HTML report comparing a cleaning run (--cleaned DIR) with its full-token baseline (--baseline DIR)."
+    from tokclean.report import write_report
+    print(f"report: {write_report(args.cleaned, args.baseline, args.out)}")
+
+
 def m_stage(d, name) -> dict:
     "One stage's record in a run directory's manifest ({} if absent)."
     return json.loads((Path(d) / "manifest.json").read_text())["stages"].get(name, {})
 
-# %% ../nbs/99_cli.ipynb #09bee9ab
+# %% ../nbs/99_cli.ipynb #4f678473
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,
-            "run": cmd_run, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo}
+            "run": cmd_run, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo}
 
 
 def _common(p: argparse.ArgumentParser):
@@ -202,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "assets": p.add_argument("--force", action="store_true", help="download again")
         if name == "train": p.add_argument("--out", required=True, metavar="DIR", help="where the merged model goes")
         if name == "run": p.add_argument("pipeline", choices=PIPELINES, help="which pipeline")
+        if name == "report":
+            p.add_argument("--cleaned", required=True, metavar="DIR", help="run directory of a fixed or rho run")
+            p.add_argument("--baseline", required=True, metavar="DIR", help="run directory of the full-token run")
+            p.add_argument("--out", default="report.html", help="the HTML file to write")
     return parser
 
 # %% ../nbs/99_cli.ipynb #4427b4cb

@@ -141,7 +141,7 @@ def _score_shard(model, rows, batch_size, max_batch_tokens) -> np.ndarray:
         for i, piece in zip(idx, np.split(flat, np.cumsum(n[idx])[:-1])): out[offsets[i] : offsets[i + 1]] = piece
     return out
 
-# %% ../nbs/04_scoring.ipynb #234767d9
+# %% ../nbs/04_scoring.ipynb #bc5fac0a
 def _shard_done(d: Path, k: int, expected: int) -> bool:
     meta = d / f"shard-{k:05d}.json"
     if not meta.exists(): return False
@@ -157,6 +157,7 @@ def _merge(d: Path, n_shards: int, offsets: np.ndarray, key: dict, extra: dict) 
     write_json(d / "manifest.json", {**key, **extra, "n_samples": len(offsets) - 1, "n_tokens": int(offsets[-1]),
                                       "mean_loss": float(loss.mean()) if len(loss) else None, "sha256": sha})
     for k in range(n_shards): (d / f"shard-{k:05d}.npy").unlink(); (d / f"shard-{k:05d}.json").unlink()
+    for stale in d.glob(".*.tmp"): stale.unlink()  # half-written files of killed runs (every process has finished by now)
 
 # %% ../nbs/04_scoring.ipynb #f55a6c68
 def check_vocab_covers(model, sft):
