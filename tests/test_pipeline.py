@@ -7,12 +7,14 @@ import pytest
 
 from tokclean.files import sha256_file
 
+from conftest import tool
 
-def run(tmp: Path, pipeline: str, *extra, wait=True):
-    cmd = [sys.executable, "-m", "tokclean", "run", pipeline, "--preset", "tiny", "--set", f"run.out_dir={tmp}",
+
+def run(tmp: Path, pipeline: str, *extra, wait=True, launcher=(), env=None):
+    cmd = [*(launcher or [sys.executable]), "-m", "tokclean", "run", pipeline, "--preset", "tiny", "--set", f"run.out_dir={tmp}",
            "--set", f"score.cache_dir={tmp}/scores", *extra]
     if not wait: return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp / f"tiny-{pipeline}-s42" / "manifest.json").read_text())
 
@@ -75,3 +77,18 @@ def test_report_command(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     page = out.read_text()
     assert page.count("<img") == 3 and "Kept and dropped tokens" in page and "fixed/train" in page
+
+
+def test_two_processes_train_like_one(tmp_path):
+    """`accelerate launch` with 2 CPU processes of 2 sequences each, against 1 process accumulating 2 micro-batches of 2:
+    the same optimiser steps, so the same final weights (1 thread per process; DDP syncs gradients through its forward)."""
+    common = ["--set", "data.limit=48", "--set", "train.batch_size=2", "--set", "train.global_batch=4"]
+    one = run(tmp_path / "one", "fixed", *common, env={"OMP_NUM_THREADS": "1"})
+    launcher = [tool("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]
+    two = run(tmp_path / "two", "fixed", *common, launcher=launcher)
+    assert (one["processes"], two["processes"]) == (1, 2)
+    logs = [json.loads((Path(m["final_model"]) / "train_log.json").read_text()) for m in (one, two)]
+    assert [g["grad_accum"] for g in logs] == [2, 1]  # global_batch=4 over 1 x 2 or 2 x 2 sequences per pass
+    assert logs[0]["log"] == logs[1]["log"]
+    assert weights(one) == weights(two)

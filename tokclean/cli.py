@@ -21,7 +21,7 @@ from .selection import select
 # %% auto #0
 __all__ = ['LIBRARIES', 'COMMANDS', 'USER_ERRORS', 'library_versions', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets',
            'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'm_stage',
-           'build_parser', 'main']
+           'cmd_eval', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #4039f79c
 LIBRARIES = ("tokclean", "torch", "transformers", "peft", "datasets", "accelerate", "trl", "lm_eval", "bitsandbytes", "tokenizers")
@@ -133,7 +133,7 @@ def cmd_select(cfg, args):
         print(f"saved to {out}")
     return sel
 
-# %% ../nbs/99_cli.ipynb #594fe03c
+# %% ../nbs/99_cli.ipynb #498c588a
 def cmd_train(cfg, args):
     "Fine-tune model.base with LoRA on data.pool (all response tokens) and save the merged model to --out."
     from tokclean.training import train, train_kwargs
@@ -146,8 +146,9 @@ def cmd_run(cfg, args):
     "Run or resume a pipeline (warmup, fixed, self-evolving, full, random, rho, high-ppl) in its run directory."
     from tokclean.config import with_overrides
     from tokclean.pipeline import run_pipeline
+    from tokclean.scoring import process_state
     m = run_pipeline(with_overrides(cfg, {"run.pipeline": args.pipeline}))
-    print(f"final model: {m['final_model']}")
+    if process_state().is_main_process: print(f"final model: {m['final_model']}")
 
 # %% ../nbs/99_cli.ipynb #83eb84bd
 def cmd_demo(cfg, args):
@@ -180,9 +181,18 @@ def m_stage(d, name) -> dict:
     "One stage's record in a run directory's manifest ({} if absent)."
     return json.loads((Path(d) / "manifest.json").read_text())["stages"].get(name, {})
 
-# %% ../nbs/99_cli.ipynb #4f678473
+# %% ../nbs/99_cli.ipynb #aa9498ca
+def cmd_eval(cfg, args):
+    "Evaluate a model (default: model.base) on the eval config's benchmarks through lm-eval; print and save the scores."
+    from tokclean.evaluation import eval_kwargs, evaluate
+    model = args.model or cfg.model.base
+    rec = evaluate(model, **eval_kwargs(cfg.eval), device=cfg.model.device if cfg.model.device != "auto" else None,
+                   out=args.out)
+    if args.out: print(f"saved to {args.out}")
+
+# %% ../nbs/99_cli.ipynb #c08d82c2
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,
-            "run": cmd_run, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo}
+            "run": cmd_run, "eval": cmd_eval, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo}
 
 
 def _common(p: argparse.ArgumentParser):
@@ -208,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "assets": p.add_argument("--force", action="store_true", help="download again")
         if name == "train": p.add_argument("--out", required=True, metavar="DIR", help="where the merged model goes")
         if name == "run": p.add_argument("pipeline", choices=PIPELINES, help="which pipeline")
+        if name == "eval":
+            p.add_argument("model", nargs="?", help="model path or spec (default: model.base)")
+            p.add_argument("--out", metavar="FILE.json", help="where to write the scores")
         if name == "report":
             p.add_argument("--cleaned", required=True, metavar="DIR", help="run directory of a fixed or rho run")
             p.add_argument("--baseline", required=True, metavar="DIR", help="run directory of the full-token run")

@@ -143,7 +143,7 @@ class SelectCfg:
         _one_of("select", "weighting", self.weighting, WEIGHTINGS)
         _require(self.temperature > 0, "select", "temperature", self.temperature, "must be positive")
 
-# %% ../nbs/00_config.ipynb #b4305b6f
+# %% ../nbs/00_config.ipynb #f253b06c
 @dataclass(frozen=True)
 class TrainCfg:
     "LoRA fine-tuning on the cleaned labels (the paper's recipe by default)."
@@ -155,6 +155,7 @@ class TrainCfg:
     epochs: float = 1.0  # passes over the data
     batch_size: int = 6  # sequences per device per micro-batch
     grad_accum: int = 1  # micro-batches per optimiser step
+    global_batch: int = 0  # sequences per optimiser step over all processes; sets grad_accum when > 0 (the paper: 48)
     warmup_ratio: float = 0.03  # linear warm-up share of the steps
     weight_decay: float = 0.0  # AdamW weight decay
     scheduler: str = "linear"  # transformers scheduler name
@@ -169,6 +170,7 @@ class TrainCfg:
             _require(getattr(self, name) > 0, "train", name, getattr(self, name), "must be a positive integer")
         _require(0 <= self.lora_dropout < 1, "train", "lora_dropout", self.lora_dropout, "must lie in [0, 1)")
         _require(len(self.target_modules) > 0, "train", "target_modules", self.target_modules, "name at least one module")
+        _require(self.global_batch >= 0, "train", "global_batch", self.global_batch, "must be >= 0 (0: batch_size x processes x grad_accum)")
         _require(self.lr > 0, "train", "lr", self.lr, "must be positive")
         _require(self.epochs > 0, "train", "epochs", self.epochs, "must be positive")
         _require(0 <= self.warmup_ratio < 1, "train", "warmup_ratio", self.warmup_ratio, "must lie in [0, 1)")
@@ -176,7 +178,7 @@ class TrainCfg:
         _require(self.max_grad_norm >= 0, "train", "max_grad_norm", self.max_grad_norm, "must be >= 0")
         _one_of("train", "loss_norm", self.loss_norm, LOSS_NORMS)
 
-# %% ../nbs/00_config.ipynb #d87e88de
+# %% ../nbs/00_config.ipynb #09e576dc
 @dataclass(frozen=True)
 class EvalCfg:
     "Benchmarks run after training."
@@ -186,6 +188,8 @@ class EvalCfg:
     quick_n: int = 20  # questions per task in the quick suite
     batch_size: int = 8  # lm-eval batch size
     seed: int = 42  # seed of sampled subsets and exemplars
+    enabled: bool = False  # evaluate the final model at the end of a pipeline (stage `eval`)
+    local: bool | None = None  # offline task twins on local files; None: when the HF offline switches are on
 
     def __post_init__(self):
         _check_types(self)
@@ -327,8 +331,9 @@ def with_overrides(cfg: Config, overrides) -> Config:
         sections[section][name] = _coerce(raw, _hints(_sections()[section])[name], key)
     return Config(**{s: _sections()[s](**kw) for s, kw in sections.items()})
 
-# %% ../nbs/00_config.ipynb #ddaa04f4
+# %% ../nbs/00_config.ipynb #fb3987cc
 _PAPER = {"model.base": "meta-llama/Llama-3.2-3B", "data.pool": "jlpang888/DS2_50k",
+          "train.global_batch": 48,  # 6 sequences x 8 GPUs in the paper; grad_accum makes up for fewer GPUs
           "train.loss_norm": "micro_batch"}  # the official runs' HF mean per micro-batch, for exact reproduction
 
 PRESETS: dict[str, dict] = {

@@ -16,9 +16,9 @@ import tokclean
 from .files import cache_dir as tokclean_cache, save_npy, sha256_file, write_json
 
 # %% auto #0
-__all__ = ['SCORING_VERSION', 'length_batches', 'collate', 'labelled_losses', 'token_losses', 'response_offsets', 'per_position',
-           'weights_fingerprint', 'model_fingerprint', 'Scores', 'load_scores', 'score_key', 'check_vocab_covers',
-           'score_kwargs', 'process_state', 'score_dataset']
+__all__ = ['SCORING_VERSION', 'length_batches', 'collate', 'final_hidden', 'labelled_losses', 'token_losses', 'response_offsets',
+           'per_position', 'weights_fingerprint', 'model_fingerprint', 'Scores', 'load_scores', 'score_key',
+           'check_vocab_covers', 'score_kwargs', 'process_state', 'score_dataset']
 
 # %% ../nbs/04_scoring.ipynb #9f8cd0fd
 def length_batches(lengths, batch_size: int = 8, max_batch_tokens: int = 16384) -> list[np.ndarray]:
@@ -44,17 +44,33 @@ def collate(rows: list[dict], pad_id: int, device="cpu") -> dict:
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
-# %% ../nbs/04_scoring.ipynb #dff01c6b
+# %% ../nbs/04_scoring.ipynb #f4261928
 def _logit_transform(config):
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     cap, scale = getattr(text, "final_logit_softcapping", None), getattr(text, "logit_scale", None)
     return lambda x: (torch.tanh(x * (scale or 1.0) / cap) * cap) if cap else x * (scale or 1.0)
 
 
+def final_hidden(model, input_ids, attention_mask) -> torch.Tensor:
+    "The decoder's last hidden states (B, T, H), after its final norm, without running the LM head."
+    if hasattr(model, "module"):  # wrapped for several processes (DDP, DeepSpeed): its forward must run, or gradients are not synced
+        none = torch.zeros(0, dtype=torch.long, device=input_ids.device)  # the head runs at no position
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=none, use_cache=False)
+        return out.hidden_states[-1]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers sit inside
+    return base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _unwrap(model):
+    "The transformers model inside process and peft wrappers."
+    model = model.module if hasattr(model, "module") else model
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def labelled_losses(model, input_ids, attention_mask, labels, rows_per_tile: int = 1024) -> torch.Tensor:
     "Cross-entropy of every labelled token of a batch, flat float32 (N,) in (sample, position) order; differentiable."
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers sit inside
-    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    base = _unwrap(model)
+    hidden = final_hidden(model, input_ids, attention_mask)  # (B, T, H)
     target = labels[:, 1:]  # (B, T-1): the token predicted at each position
     keep = target != -100
     h, t = hidden[:, :-1][keep], target[keep]  # (N, H), (N,)
