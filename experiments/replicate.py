@@ -85,6 +85,7 @@ def main():
     ap.add_argument("--quick-n", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=None, help="data.max_len (default: the preset's)")
+    ap.add_argument("--tasks", default=None, help="comma-separated benchmarks (default: the paper's seven)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "replication"), help="run directories and data")
     ap.add_argument("--results", default=str(ROOT / "paper_figs" / "replication" / "results.json"))
     args = ap.parse_args()
@@ -93,7 +94,7 @@ def main():
     log = lambda s: print(f"[{time.time() - t0:7.0f} s] {s}", flush=True)
     common = [f"data.pool={data['pool']}", f"data.warmup={data['warmup']}", f"data.heldout={data['heldout']}",
               *([f"data.max_len={args.max_len}"] if args.max_len else []), "run.warmup_mode=external", f"run.rounds={args.rounds}", "select.k=0.6",
-              "eval.suite=quick", f"eval.quick_n={args.quick_n}", "eval.local=true", f"run.out_dir={out}",
+              "eval.suite=quick", f"eval.quick_n={args.quick_n}", *([f"eval.tasks={args.tasks}"] if args.tasks else []), "eval.local=true", f"run.out_dir={out}",
               f"score.cache_dir={out / 'scores'}"]
     cfg = lambda *over: get_config(args.preset, overrides=[*common, *over])
     base_cfg = cfg()
