@@ -289,8 +289,12 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'tokclean.training.train': ('training.html#train', 'tokclean/training.py'),
                                    'tokclean.training.train_kwargs': ('training.html#train_kwargs', 'tokclean/training.py'),
                                    'tokclean.training.training_args': ('training.html#training_args', 'tokclean/training.py')},
-            'tokclean.viz': { 'tokclean.viz.plot_loss_scatter': ('viz.html#plot_loss_scatter', 'tokclean/viz.py'),
+            'tokclean.viz': { 'tokclean.viz.latex_escape': ('viz.html#latex_escape', 'tokclean/viz.py'),
+                              'tokclean.viz.plot_loss_scatter': ('viz.html#plot_loss_scatter', 'tokclean/viz.py'),
+                              'tokclean.viz.plot_round_histograms': ('viz.html#plot_round_histograms', 'tokclean/viz.py'),
                               'tokclean.viz.plot_score_hist': ('viz.html#plot_score_hist', 'tokclean/viz.py'),
+                              'tokclean.viz.round_scores': ('viz.html#round_scores', 'tokclean/viz.py'),
                               'tokclean.viz.save_demo_scores': ('viz.html#save_demo_scores', 'tokclean/viz.py'),
                               'tokclean.viz.tokens_html': ('viz.html#tokens_html', 'tokclean/viz.py'),
+                              'tokclean.viz.tokens_latex': ('viz.html#tokens_latex', 'tokclean/viz.py'),
                               'tokclean.viz.use_style': ('viz.html#use_style', 'tokclean/viz.py')}}}

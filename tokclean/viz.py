@@ -9,7 +9,8 @@ import html
 import numpy as np
 
 # %% auto #0
-__all__ = ['ALL', 'KEPT', 'DEMO_DIR', 'use_style', 'plot_score_hist', 'plot_loss_scatter', 'tokens_html', 'save_demo_scores']
+__all__ = ['ALL', 'KEPT', 'LATEX_SPECIAL', 'DEMO_DIR', 'use_style', 'plot_score_hist', 'plot_loss_scatter', 'tokens_html',
+           'latex_escape', 'tokens_latex', 'round_scores', 'plot_round_histograms', 'save_demo_scores']
 
 # %% ../nbs/05a_viz.ipynb #302bd503
 ALL, KEPT = "#9ecae1", "#d62728"
@@ -69,6 +70,54 @@ def tokens_html(tokenizer, input_ids, labels, keep_sample: np.ndarray, score_sam
         tip = f' title="score {scores[pos]}"' if pos in scores else ""
         parts.append(f'<span style="{style[int(state[pos])]}"{tip}>{text}</span>')
     return '<div style="font-family:monospace;font-size:12px;line-height:1.6;white-space:pre-wrap">' + "".join(parts) + "</div>"
+
+# %% ../nbs/05a_viz.ipynb #f4149eea
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    "Text safe inside LaTeX."
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def tokens_latex(tokenizer, input_ids, labels, keep_sample: np.ndarray) -> str:
+    "LaTeX for one sample: prompt grey, kept response tokens on blue, dropped ones red and struck out (needs xcolor, ulem)."
+    labels = np.asarray(labels)
+    resp = np.flatnonzero(labels != -100)  # (n,) response positions, aligned with keep_sample
+    state = np.zeros(len(input_ids), dtype=np.int8)
+    state[resp] = np.where(keep_sample, 1, 2)
+    wrap = {0: r"\textcolor{gray}{%s}", 1: r"\colorbox{keptblue}{%s}", 2: r"\textcolor{red}{\sout{%s}}"}
+    parts = []
+    for pos, tid in enumerate(input_ids):
+        text = tokenizer.decode([tid])
+        visible = latex_escape(text.replace("\n", ""))
+        parts.append((wrap[int(state[pos])] % visible if visible.strip() else visible) + "\\\\\n" * text.count("\n"))  # newlines break lines outside the box
+    return r"\definecolor{keptblue}{HTML}{C6DBEF}" + "\n{\\small\\ttfamily " + "".join(parts) + "}\n"
+
+# %% ../nbs/05a_viz.ipynb #cf6f1eac
+def round_scores(manifest: dict, k: float) -> list[dict]:
+    "Per round of a self-evolving manifest: scores (N,) and the global top-k keep mask (N,)."
+    from tokclean.scoring import load_scores
+    from tokclean.selection import select, token_scores
+    out, t, st = [], 1, manifest["stages"]
+    while f"round_{t}/score_ref" in st:
+        lb, lr = load_scores(st[f"round_{t}/score_base"]["path"]), load_scores(st[f"round_{t}/score_ref"]["path"])
+        sel = select(lb.loss, lr.loss, lb.offsets, "global", k=k)
+        out.append({"round": t, "score": token_scores(lb.loss, lr.loss), "keep": sel.keep})
+        t += 1
+    return out
+
+
+def plot_round_histograms(rounds: list[dict], title: str = "Token scores per self-evolving round"):
+    "One symlog histogram per round, all tokens and selected tokens."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(rounds), figsize=(4.2 * len(rounds), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], rounds):
+        plot_score_hist(r["score"], r["keep"], ax=ax, title=f"round {r['round']}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05a_viz.ipynb #1ac147fb
 DEMO_DIR = "smollm2_demo"  # inside paper_figs/
