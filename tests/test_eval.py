@@ -43,3 +43,11 @@ def tiny():
 def test_offline_task_equals_builtin_on_local_rows(tiny, bench):
     a = agreement(*tiny, bench, n=6, batch_size=6)
     assert a["n"] == 6 and a["offline"] == a["builtin"] and a["max_doc_diff"] == 0.0
+
+
+def test_paper_suite_counts_follow_limit(tiny):
+    "The paper suite evaluates ceil(limit x n) questions per task, per MMLU subject, exactly as lm-eval counts them."
+    from tokclean.evaluation import evaluate
+    rec = evaluate(tiny[0], "paper", tasks=("logiqa", "mmlu"), tokenizer=tiny[1], local=True, limit=0.01, batch_size=8, log=lambda s: None)
+    assert {k: v["n"] for k, v in rec["tasks"].items()} == {"logiqa": 7, "mmlu": 168}
+    assert rec["tasks"]["mmlu"]["lm_eval_tasks"] == 57 and rec["limit"] == 0.01
