@@ -197,13 +197,16 @@ def eval_stage(run: Run, final: str) -> dict:
     state.wait_for_everyone()
     return info
 
-# %% ../nbs/08_pipeline.ipynb #a64c011e
+# %% ../nbs/08_pipeline.ipynb #6df58db0
 def run_pipeline(cfg: Config, root=None, log=print) -> dict:
     "Run (or resume) `cfg.run.pipeline` in its run directory; return the manifest."
     run = Run(cfg, root, log)
     pool = _pool(run)
     parts = chunks(len(pool.dataset), cfg.run.rounds + 1)
     cleaned_rows = np.concatenate(parts[1:]) if cfg.run.warmup_mode == "first_chunk" else np.arange(len(pool.dataset))
+    if (before := run.done("data")) is not None and before["fingerprint"] != pool.fingerprint:
+        raise ValueError(f"{run.dir}: the data of {cfg.data.pool} changed since this run started (fingerprint {before['fingerprint'][:12]} "
+                         f"-> {pool.fingerprint[:12]}); choose another run.name or run.out_dir, or delete that folder")
     stage(run, "data", lambda: {"pool": cfg.data.pool, "fingerprint": pool.fingerprint, "samples": len(pool.dataset),
                                 "response_tokens": pool.report.response_tokens, "chunks": [len(p) for p in parts],
                                 "report": asdict(pool.report)})
