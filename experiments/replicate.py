@@ -10,7 +10,7 @@ Full, Random, RHO, Fixed-Model, Self-Evolving (external warm-up, T = 4 rounds), 
 Every model is evaluated with the offline quick suite (--quick-n questions per benchmark) and its held-out response loss.
 Results go to --results as JSON (one record per method and seed); nbs/12_replication.ipynb renders them.
 
-    python experiments/replicate.py                      # SmolLM2, 3 seeds: about two hours on 2 CPU cores
+    python experiments/replicate.py                      # SmolLM2, 3 seeds: about 75 minutes on 2 CPU cores
     python experiments/replicate.py --preset tiny --seeds 1 --pool 24 --warmup 8 --heldout 8 --quick-n 2 --max-len 512   # a smoke run
 
 Re-running skips every finished stage and every finished evaluation, so a killed run resumes where it stopped.
@@ -79,7 +79,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="demo", help="demo: SmolLM2-135M-Instruct; tiny: the random test model")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--pool", type=int, default=200)
+    ap.add_argument("--pool", type=int, default=120)
     ap.add_argument("--warmup", type=int, default=64)
     ap.add_argument("--heldout", type=int, default=96)
     ap.add_argument("--quick-n", type=int, default=20)
