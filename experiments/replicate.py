@@ -13,7 +13,8 @@ Results go to --results as JSON (one record per method and seed); nbs/12_replica
     python experiments/replicate.py                      # SmolLM2, 3 seeds: about 75 minutes on 2 CPU cores
     python experiments/replicate.py --preset tiny --seeds 1 --pool 24 --warmup 8 --heldout 8 --quick-n 2 --max-len 512   # a smoke run
 
-Re-running skips every finished stage and every finished evaluation, so a killed run resumes where it stopped.
+Re-running skips every finished stage and every finished evaluation, so a killed run resumes where it stopped;
+`--collect-only` writes the results of the runs finished so far (the file says whether the study is complete).
 """
 import argparse, json, random, time
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from tokclean.config import get_config
 from tokclean.data import iter_conversations
 from tokclean.evaluation import eval_kwargs, evaluate
-from tokclean.files import write_json
+from tokclean.files import write_bytes, write_json
 from tokclean.pipeline import run_dir, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,8 @@ def build_data(out: Path, pool: int, warmup: int, heldout: int) -> dict:
     paths = {}
     for name, rows in sets.items():
         paths[name] = out / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps({"source": r["source"], "messages": r["messages"]}) + "\n" for r in rows))
+        text = "".join(json.dumps({"source": r["source"], "messages": r["messages"]}) + "\n" for r in rows)
+        if not paths[name].exists() or paths[name].read_text() != text: write_bytes(paths[name], text.encode())  # atomic, only if new
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -85,6 +87,7 @@ def main():
     ap.add_argument("--quick-n", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=None, help="data.max_len (default: the preset's)")
+    ap.add_argument("--collect-only", action="store_true", help="only gather the runs that have finished into --results")
     ap.add_argument("--tasks", default=None, help="comma-separated benchmarks (default: the paper's seven)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "replication"), help="run directories and data")
     ap.add_argument("--results", default=str(ROOT / "paper_figs" / "replication" / "results.json"))
@@ -97,24 +100,40 @@ def main():
               "eval.suite=quick", f"eval.quick_n={args.quick_n}", *([f"eval.tasks={args.tasks}"] if args.tasks else []), "eval.local=true", f"run.out_dir={out}",
               f"score.cache_dir={out / 'scores'}"]
     cfg = lambda *over: get_config(args.preset, overrides=[*common, *over])
+
+    def pipeline(run_cfg):
+        "Run (or resume) a pipeline; with --collect-only, only read it back if it has finished."
+        if not args.collect_only: return run_pipeline(run_cfg, log=log)
+        mf = run_dir(run_cfg) / "manifest.json"
+        m = json.loads(mf.read_text()) if mf.exists() else {"stages": {}}
+        return m if "done" in m["stages"] else None
+
+    def scores(model, path):
+        if args.collect_only: return json.loads(path.read_text()) if path.exists() else None
+        return evaluated(model, base_cfg, path, log)
+
     base_cfg = cfg()
-    records = [{**evaluated(base_cfg.model.base, base_cfg, out / "eval_base.json", log), "method": "Base", "seed": None}]
+    base = scores(base_cfg.model.base, out / "eval_base.json")
+    records = [{**base, "method": "Base", "seed": None}] if base else []
     for seed in range(41, 41 + args.seeds):
         warm_cfg = cfg(f"run.seed={seed}", "run.pipeline=warmup")
-        warm = run_pipeline(warm_cfg, log=log)
+        warm = pipeline(warm_cfg)
+        if warm is None: continue
         ref, held = warm["final_model"], warm["stages"]["heldout"]["mean_loss"]
-        records[0]["heldout_loss"] = held["base"]
-        rec = evaluated(ref, base_cfg, run_dir(warm_cfg) / "eval.json", log)
-        records.append({**rec, "method": "Warm-up (reference)", "seed": seed, "heldout_loss": held["warmup"]})
+        if records and records[0]["method"] == "Base": records[0]["heldout_loss"] = held["base"]
+        if (rec := scores(ref, run_dir(warm_cfg) / "eval.json")) is not None:
+            records.append({**rec, "method": "Warm-up (reference)", "seed": seed, "heldout_loss": held["warmup"]})
         for method in METHODS:
             run_cfg = cfg(f"run.seed={seed}", f"run.pipeline={method}", "eval.enabled=true", f"model.reference={ref}")
-            m = run_pipeline(run_cfg, log=log)
+            if (m := pipeline(run_cfg)) is None: continue
             rec = json.loads((run_dir(run_cfg) / "eval.json").read_text())
             kept = sum(v["kept_tokens"] for k, v in m["stages"].items() if k.endswith("/train") and not k.startswith("warmup"))
             records.append({**rec, "method": method, "seed": seed, "heldout_loss": m["stages"]["heldout"]["mean_loss"][method],
                             "kept_tokens": kept})
+    expected = 1 + args.seeds * (1 + len(METHODS))
     result = {"preset": args.preset, "seeds": list(range(41, 41 + args.seeds)), "sizes": {"pool": args.pool, "warmup": args.warmup,
               "heldout": args.heldout}, "quick_n": args.quick_n, "rounds": args.rounds, "sources": {k: v[0] for k, v in SOURCES.items()},
+              "complete": len(records) == expected, "runs_finished": f"{len(records)} of {expected}",
               "seconds_this_invocation": round(time.time() - t0, 1), "records": records}
     write_json(Path(args.results), result)
     log(f"wrote {args.results}")
