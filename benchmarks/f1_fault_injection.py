@@ -2,8 +2,8 @@
 
 Scoring: the tiny model on 600 real Alpaca rows in 120 shards (`tokclean score`); the resumed loss array must have the
 reference's sha256, and the merged manifest the same token count (no sample lost or duplicated).
-Pipeline: `tokclean run fixed --preset tiny` on 240 real Alpaca rows; the resumed final model must have the reference's sha256 (identical
-adapter merge on CPU) and the same selection statistics.
+Pipeline: `tokclean run fixed --preset tiny` on 240 real Alpaca rows; the resumed run must have the reference's final-model sha256
+(identical adapter merge on CPU), keep-mask sha256, kept-token and sample counts, and training loss at every step.
 Each trial draws its kill time uniformly in 40-97% of the reference run's duration (seeded), kills the whole process group, and
 records where the run was (finished shards or stages) before resuming.
 
@@ -32,8 +32,12 @@ def score_result(cache: Path) -> dict:
 
 
 def pipeline_result(out: Path) -> dict:
+    "The final weights' sha256, the keep mask's sha256, the trained samples and the losses of every step."
     m = json.loads((out / "tiny-fixed-s42" / "manifest.json").read_text())
-    return {"sha256": sha256_file(Path(m["final_model"]) / "model.safetensors"), "kept": m["stages"]["fixed/select"]["stats"]["n_kept"]}
+    log = json.loads((Path(m["final_model"]) / "train_log.json").read_text())["log"]
+    return {"sha256": sha256_file(Path(m["final_model"]) / "model.safetensors"), "mask_sha256": m["stages"]["fixed/select"]["keep_sha256"],
+            "kept": m["stages"]["fixed/select"]["stats"]["n_kept"], "samples": m["stages"]["fixed/train"]["samples"],
+            "losses": [e["loss"] for e in log]}
 
 
 def pipeline_args(out: Path) -> list:
@@ -74,7 +78,8 @@ def main():
         for kind in ("score", "pipeline"):
             for i in range(args.trials):
                 r = trial(kind, d / f"{kind}{i}", rng.uniform(0.4, 0.97) * refs[kind]["seconds"])
-                r["identical"] = r["sha256"] == refs[kind]["sha256"]
+                same = ("sha256", "tokens", "samples") if kind == "score" else ("sha256", "mask_sha256", "kept", "samples", "losses")
+                r["identical"] = all(r[f] == refs[kind][f] for f in same)
                 rows.append(r)
                 print(f"{kind} trial {i}: {'killed' if r['killed'] else 'finished before the kill'} after {r['delay_s']} s "
                       f"({r['state_at_kill']}); identical: {r['identical']}", flush=True)

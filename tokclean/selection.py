@@ -13,7 +13,7 @@ import numpy as np
 __all__ = ['SELECTORS', 'token_scores', 'check_finite', 'Threshold', 'topk_threshold', 'keep_from_threshold', 'top_k_stream',
            'score_chunks', 'top_k', 'top_k_difference', 'sample_ids', 'select_sample', 'select_threshold',
            'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample', 'selection_stats',
-           'select', 'apply_keep']
+           'select', 'select_kwargs', 'apply_keep']
 
 # %% ../nbs/05_selection.ipynb #b620ffbf
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
@@ -225,7 +225,7 @@ def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Thre
                           int(((kept == n) & (n > 0)).sum()), {**q, "mean": round(float(frac.mean()), 4) if len(frac) else None},
                           per_source, None if th is None else th.value, 0 if th is None else th.rank_error)
 
-# %% ../nbs/05_selection.ipynb #2239760b
+# %% ../nbs/05_selection.ipynb #b10ac912
 SELECTORS = ("global", "sample", "threshold", "random", "full", "high-ppl")
 
 
@@ -252,6 +252,13 @@ def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarr
     else: keep, th = top_k_stream(_chunks(loss_base), n, k) if on_disk else top_k(loss_base, k)  # high-ppl: base loss alone
     weights = soft_weights(full_score(), temperature) * keep if weighting == "soft" else None
     return Selection(keep, selection_stats(keep, offsets, method, k, sources, th), weights)
+
+
+def select_kwargs(cfg) -> dict:
+    "The keywords of `select` from a `Config`: `select.*`, with the random method's seed defaulting to `run.seed`."
+    sc = cfg.select
+    return {"method": sc.method, "k": sc.k, "tau": sc.tau, "seed": cfg.run.seed if sc.seed is None else sc.seed,
+            "weighting": sc.weighting, "temperature": sc.temperature}
 
 # %% ../nbs/05_selection.ipynb #931ecdba
 def apply_keep(labels: list, keep: np.ndarray, offsets: np.ndarray) -> list:
