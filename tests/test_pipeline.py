@@ -87,3 +87,18 @@ def test_two_processes_train_like_one(tmp_path):
     assert [g["grad_accum"] for g in logs] == [2, 1]  # global_batch=4 over 1 x 2 or 2 x 2 sequences per pass
     assert logs[0]["log"] == logs[1]["log"]
     assert weights(one) == weights(two)
+
+
+def test_corrupted_model_is_retrained(tmp_path):
+    "A saved model whose weights no longer match the manifest's checksum is trained again, never used; the result is the same."
+    first = run(tmp_path, "full")
+    before = weights(first)
+    weights_file = Path(first["final_model"]) / "model.safetensors"
+    data = bytearray(weights_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of a weight
+    weights_file.write_bytes(bytes(data))
+    done = subprocess.run([sys.executable, "-m", "tokclean", "run", "full", "--preset", "tiny", "--set", f"run.out_dir={tmp_path}",
+                           "--set", f"score.cache_dir={tmp_path}/scores", "--set", "run.seed=42"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[full/train] " in done.stdout and "no longer matches the checksum recorded with it" in done.stdout
+    assert weights(json.loads((tmp_path / "tiny-full-s42" / "manifest.json").read_text())) == before

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DISK_FULL', 'SMOLLM2_GGUF', 'ALPACA_DEMO', 'data_root', 'cache_dir', 'sha256_file', 'atomic_file', 'write_bytes',
-           'write_json', 'save_npy', 'replace_dir', 'temp_dir_beside', 'smollm2_gguf', 'fetch_alpaca_demo',
-           'alpaca_demo_path']
+__all__ = ['DISK_FULL', 'SMOLLM2_GGUF', 'ALPACA_DEMO', 'data_root', 'cache_dir', 'sha256_file', 'dir_sha256', 'atomic_file',
+           'write_bytes', 'write_json', 'save_npy', 'replace_dir', 'temp_dir_beside', 'smollm2_gguf',
+           'fetch_alpaca_demo', 'alpaca_demo_path']
 
 # %% ../nbs/00a_files.ipynb #f48cb38b
 def data_root() -> Path:
@@ -31,12 +31,19 @@ def cache_dir() -> Path:
     if os.environ.get("TOKCLEAN_CACHE"): return Path(os.environ["TOKCLEAN_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tokclean"
 
-# %% ../nbs/00a_files.ipynb #440885c8
+# %% ../nbs/00a_files.ipynb #ce10327b
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     "SHA-256 of a file, read in chunks."
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""): h.update(block)
+    return h.hexdigest()
+
+
+def dir_sha256(path, pattern: str = "*.safetensors") -> str:
+    "One SHA-256 over the files of a folder that match `pattern` (a saved model's weights), by name and content."
+    h = hashlib.sha256()
+    for f in sorted(Path(path).glob(pattern)): h.update(f"{f.name}:{sha256_file(f)};".encode())
     return h.hexdigest()
 
 
