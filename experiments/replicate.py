@@ -7,6 +7,8 @@ Data (all from the shared data folder, fixed slices, so every run sees the same 
 - held-out set: unseen samples of the same four sources.
 Methods at k = 0.6, each a tokclean pipeline run in its own run directory (resumable stage by stage):
 Full, Random, RHO, Fixed-Model, Self-Evolving (external warm-up, T = 4 rounds), plus the base and the warm-up model.
+A seed sets the LoRA initialisation, the training order and, for Random, which tokens are kept; the warm-up reference is
+trained once per seed and shared by that seed's methods.
 Every model is evaluated with the offline quick suite (--quick-n questions per benchmark) and its held-out response loss.
 Results go to --results as JSON (one record per method and seed); nbs/12_replication.ipynb renders them.
 
