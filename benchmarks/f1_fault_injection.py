@@ -4,8 +4,10 @@ Scoring: the tiny model on 600 real Alpaca rows in 120 shards (`tokclean score`)
 reference's sha256, and the merged manifest the same token count (no sample lost or duplicated).
 Pipeline: `tokclean run fixed --preset tiny` on 240 real Alpaca rows; the resumed run must have the reference's final-model sha256
 (identical adapter merge on CPU), keep-mask sha256, kept-token and sample counts, and training loss at every step.
-Each trial draws its kill time uniformly in 40-97% of the reference run's duration (seeded), kills the whole process group, and
-records where the run was (finished shards or stages) before resuming.
+The uninterrupted reference run is watched to find its working window: from the first finished shard to the merged manifest
+(scoring), from the first recorded stage to the `done` stage (pipeline); start-up and exit lie outside it. Each trial draws its
+kill time uniformly in that window (seeded), kills the whole process group, records where the run was (finished shards or
+stages), and resumes with the same command.
 
     python benchmarks/f1_fault_injection.py --trials 10      # about 10 minutes on 2 CPU cores
 """
@@ -24,6 +26,32 @@ def tokclean(args, wait=True):
     if not wait: return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=ENV)
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     if done.returncode: raise RuntimeError(done.stderr[-2000:])
+
+
+def started(kind: str, tmp: Path) -> bool:
+    "Has the run begun its real work (a shard written, a stage recorded)?"
+    if kind == "score": return any(tmp.glob("*/shard-*.json")) or any(tmp.glob("*/manifest.json"))
+    return (tmp / "tiny-fixed-s42" / "manifest.json").exists()
+
+
+def finished(kind: str, tmp: Path) -> bool:
+    "Is the result on disk (merged scores, the `done` stage)?"
+    if kind == "score": return any(tmp.glob("*/manifest.json"))
+    mf = tmp / "tiny-fixed-s42" / "manifest.json"
+    return mf.exists() and '"done"' in mf.read_text()
+
+
+def reference(kind: str, tmp: Path) -> dict:
+    "Run uninterrupted, noting when the working window opens and closes (seconds after launch)."
+    args = SCORE + ["--set", f"score.cache_dir={tmp}"] if kind == "score" else pipeline_args(tmp)
+    t0, proc, window = time.time(), tokclean(args, wait=False), [None, None]
+    while proc.poll() is None or window[1] is None:
+        if window[0] is None and started(kind, tmp): window[0] = time.time() - t0
+        if window[1] is None and finished(kind, tmp): window[1] = time.time() - t0
+        if proc.poll() is not None and window[1] is None and not finished(kind, tmp): raise RuntimeError(f"the {kind} reference run failed")
+        time.sleep(0.005)
+    return {"seconds": round(time.time() - t0, 2), "window_s": [round(w, 2) for w in window],
+            **(score_result(tmp) if kind == "score" else pipeline_result(tmp))}
 
 
 def score_result(cache: Path) -> dict:
@@ -70,14 +98,10 @@ def main():
     rng, rows = random.Random(args.seed), []
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        refs = {}
-        for kind in ("score", "pipeline"):
-            t0 = time.time()
-            tokclean(SCORE + ["--set", f"score.cache_dir={d / 'ref_score'}"] if kind == "score" else pipeline_args(d / "ref_pipe"))
-            refs[kind] = {"seconds": time.time() - t0, **(score_result(d / "ref_score") if kind == "score" else pipeline_result(d / "ref_pipe"))}
+        refs = {kind: reference(kind, d / f"ref_{kind}") for kind in ("score", "pipeline")}
         for kind in ("score", "pipeline"):
             for i in range(args.trials):
-                r = trial(kind, d / f"{kind}{i}", rng.uniform(0.4, 0.97) * refs[kind]["seconds"])
+                r = trial(kind, d / f"{kind}{i}", rng.uniform(*refs[kind]["window_s"]))
                 same = ("sha256", "tokens", "samples") if kind == "score" else ("sha256", "mask_sha256", "kept", "samples", "losses")
                 r["identical"] = all(r[f] == refs[kind][f] for f in same)
                 rows.append(r)
