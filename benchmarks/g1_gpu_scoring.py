@@ -110,14 +110,14 @@ def main():
     n_in, n_resp = sum(len(r["input_ids"]) for r in rows), sum(r["n_response"] for r in rows)
     result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
               "size": args.size, "params": sum(p.numel() for p in model.parameters()), "dtype": str(dtype), "samples": len(rows),
-              "input_tokens": n_in, "response_tokens": n_resp, "model_tflops": round(flops / 1e12, 3), "peak_tflops": peak,
+              "input_tokens": n_in, "response_tokens": n_resp, "model_flops": flops, "peak_tflops": peak,
               "torch": torch.__version__, "methods": {}}
     losses = {}
     for name, fn in (("naive", naive), ("tokclean", tokclean_scoring)):
         losses[name], seconds, mem = measure(fn, model, rows, args.batch_size, args.device)
-        result["methods"][name] = {"seconds": round(seconds, 3), "response_tokens_per_s": round(n_resp / seconds, 1),
+        result["methods"][name] = {"seconds": round(seconds, 4), "response_tokens_per_s": round(n_resp / seconds, 1),
                                    "input_tokens_per_s": round(n_in / seconds, 1), "peak_gpu_mem_gib": round(mem / 2**30, 2),
-                                   "mfu": round(flops / seconds / (peak * 1e12), 4) if peak else None}
+                                   "mfu": float(f"{flops / seconds / (peak * 1e12):.4g}") if peak else None}
         print(name, result["methods"][name], flush=True)
     result["max_abs_loss_diff"] = float(np.abs(losses["naive"] - losses["tokclean"]).max())
     result["speedup"] = round(result["methods"]["naive"]["seconds"] / result["methods"]["tokclean"]["seconds"], 2)
