@@ -43,7 +43,7 @@ def finished(kind: str, tmp: Path) -> bool:
 
 def reference(kind: str, tmp: Path) -> dict:
     "Run uninterrupted, noting when the working window opens and closes (seconds after launch)."
-    args = SCORE + ["--set", f"score.cache_dir={tmp}"] if kind == "score" else pipeline_args(tmp)
+    args = run_args(kind, tmp)
     t0, proc, window = time.time(), tokclean(args, wait=False), [None, None]
     while proc.poll() is None or window[1] is None:
         if window[0] is None and started(kind, tmp): window[0] = time.time() - t0
@@ -73,8 +73,13 @@ def pipeline_args(out: Path) -> list:
             "--set", "data.pool=shared:sft/stanford_alpaca/alpaca_5000.json", "--set", "data.limit=240", "--set", "data.max_len=256"]
 
 
+def run_args(kind: str, tmp: Path) -> list:
+    "The `tokclean` arguments of a scoring or pipeline run writing into `tmp`."
+    return SCORE + ["--set", f"score.cache_dir={tmp}"] if kind == "score" else pipeline_args(tmp)
+
+
 def trial(kind: str, tmp: Path, delay: float) -> dict:
-    args = SCORE + ["--set", f"score.cache_dir={tmp}"] if kind == "score" else pipeline_args(tmp)
+    args = run_args(kind, tmp)
     proc = tokclean(args, wait=False)
     time.sleep(delay)
     finished = proc.poll() is not None

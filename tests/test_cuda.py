@@ -3,7 +3,6 @@ fp32, and scoring in 2 processes through accelerate (needs 2 GPUs).
 Run it on a GPU machine with `.venv/bin/python -m pytest -q tests/test_cuda.py tests/test_models.py -k cuda`."""
 import json, subprocess
 
-import datasets
 import numpy as np
 import pytest
 import torch

@@ -296,7 +296,7 @@ def lm_tasks(bench: str, local: bool) -> list[str]:
     name = b.local if local else b.builtin
     return [f"{name}_{s}" for s in mmlu_subjects()] if bench == "mmlu" else [name]
 
-# %% ../nbs/07_evaluation.ipynb #a231e28c
+# %% ../nbs/07_evaluation.ipynb #41a855c5
 def mmlu_task_yaml(subject: str) -> str:
     "The offline task of one MMLU subject: lm-eval's description and template, local rows."
     pretty = subject.replace("_", " ")
@@ -309,9 +309,9 @@ def write_mmlu_tasks(out: Path = LOCAL_TASKS) -> list[Path]:
     "Write the 57 MMLU subject YAMLs under `out/mmlu/`."
     d = Path(out) / "mmlu"
     d.mkdir(parents=True, exist_ok=True)
-    paths = [d / f"tokclean_mmlu_{s}.yaml" for s in mmlu_subjects()]
-    for path, s in zip(paths, mmlu_subjects()): path.write_text(mmlu_task_yaml(s), encoding="utf-8")
-    return paths
+    paths = {s: d / f"tokclean_mmlu_{s}.yaml" for s in mmlu_subjects()}
+    for s, path in paths.items(): path.write_text(mmlu_task_yaml(s), encoding="utf-8")
+    return list(paths.values())
 
 # %% ../nbs/07_evaluation.ipynb #f4d9041c
 def offline() -> bool:

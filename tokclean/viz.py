@@ -95,12 +95,12 @@ def tokens_latex(tokenizer, input_ids, labels, keep_sample: np.ndarray) -> str:
         parts.append((wrap[int(state[pos])] % visible if visible.strip() else visible) + "\\\\\n" * text.count("\n"))  # newlines break lines outside the box
     return r"\definecolor{keptblue}{HTML}{C6DBEF}" + "\n{\\small\\ttfamily " + "".join(parts) + "}\n"
 
-# %% ../nbs/05a_viz.ipynb #cf6f1eac
-def round_scores(manifest: dict, k: float) -> list[dict]:
-    "Per round of a self-evolving manifest: scores (N,) and the global top-k keep mask (N,)."
+# %% ../nbs/05a_viz.ipynb #ef6afa9c
+def round_scores(manifest: dict) -> list[dict]:
+    "Per round of a self-evolving manifest: scores (N,) and the global top-k keep mask (N,) at the run's own k."
     from tokclean.scoring import load_scores
     from tokclean.selection import select, token_scores
-    out, t, st = [], 1, manifest["stages"]
+    out, t, st, k = [], 1, manifest["stages"], manifest["config"]["select"]["k"]
     while f"round_{t}/score_ref" in st:
         lb, lr = load_scores(st[f"round_{t}/score_base"]["path"]), load_scores(st[f"round_{t}/score_ref"]["path"])
         sel = select(lb.loss, lr.loss, lb.offsets, "global", k=k)
