@@ -4,10 +4,11 @@ Scoring: the tiny model on 600 real Alpaca rows in 120 shards (`tokclean score`)
 reference's sha256, and the merged manifest the same token count (no sample lost or duplicated).
 Pipeline: `tokclean run fixed --preset tiny` on 240 real Alpaca rows; the resumed run must have the reference's final-model sha256
 (identical adapter merge on CPU), keep-mask sha256, kept-token and sample counts, and training loss at every step.
-The uninterrupted reference run is watched to find its working window: from the first finished shard to the merged manifest
-(scoring), from the first recorded stage to the `done` stage (pipeline); start-up and exit lie outside it. Each trial draws its
-kill time uniformly in that window (seeded), kills the whole process group, records where the run was (finished shards or
-stages), and resumes with the same command.
+The uninterrupted reference run is watched to time its progress steps: finished shards, then the merge (scoring); recorded
+stages (pipeline). Each trial draws a step uniformly (seeded) and a point within it, waits until the run reaches
+that step, sleeps that fraction of the step's reference duration, SIGKILLs the whole process group, records where the run was,
+and resumes with the same command. Waiting on progress rather than on the clock keeps the kills inside the work even when a
+run goes faster or slower than its reference.
 
     python benchmarks/f1_fault_injection.py --trials 10      # about 10 minutes on 2 CPU cores
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from tokclean.files import sha256_file
 
+SHARD_SIZE = 5
 SCORE = ["score", "--preset", "tiny", "--set", "data.pool=shared:sft/stanford_alpaca/alpaca_5000.json", "--set", "data.limit=600",
-         "--set", "data.max_len=256", "--set", "score.shard_size=5"]
+         "--set", "data.max_len=256", "--set", f"score.shard_size={SHARD_SIZE}"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -28,29 +30,25 @@ def tokclean(args, wait=True):
     if done.returncode: raise RuntimeError(done.stderr[-2000:])
 
 
-def started(kind: str, tmp: Path) -> bool:
-    "Has the run begun its real work (a shard written, a stage recorded)?"
-    if kind == "score": return any(tmp.glob("*/shard-*.json")) or any(tmp.glob("*/manifest.json"))
-    return (tmp / "tiny-fixed-s42" / "manifest.json").exists()
-
-
-def finished(kind: str, tmp: Path) -> bool:
-    "Is the result on disk (merged scores, the `done` stage)?"
-    if kind == "score": return any(tmp.glob("*/manifest.json"))
+def progress(kind: str, tmp: Path) -> int:
+    "How far a run has come: finished shards (all of them plus one once merged), or recorded stages (the closing `done` aside)."
+    if kind == "score":
+        manifest = next(tmp.glob("*/manifest.json"), None)
+        return -(-json.loads(manifest.read_text())["n_samples"] // SHARD_SIZE) + 1 if manifest else len(list(tmp.glob("*/shard-*.json")))
     mf = tmp / "tiny-fixed-s42" / "manifest.json"
-    return mf.exists() and '"done"' in mf.read_text()
+    return len([k for k in json.loads(mf.read_text())["stages"] if k != "done"]) if mf.exists() else 0
 
 
 def reference(kind: str, tmp: Path) -> dict:
-    "Run uninterrupted, noting when the working window opens and closes (seconds after launch)."
-    args = run_args(kind, tmp)
-    t0, proc, window = time.time(), tokclean(args, wait=False), [None, None]
-    while proc.poll() is None or window[1] is None:
-        if window[0] is None and started(kind, tmp): window[0] = time.time() - t0
-        if window[1] is None and finished(kind, tmp): window[1] = time.time() - t0
-        if proc.poll() is not None and window[1] is None and not finished(kind, tmp): raise RuntimeError(f"the {kind} reference run failed")
+    "Run uninterrupted, noting when (seconds after launch) it first reached each level of progress."
+    t0, proc, reached = time.time(), tokclean(run_args(kind, tmp), wait=False), {}
+    while True:
+        level, done = progress(kind, tmp), proc.poll() is not None
+        for k in range(len(reached), level + 1): reached[k] = time.time() - t0
+        if done: break
         time.sleep(0.005)
-    return {"seconds": round(time.time() - t0, 2), "window_s": [round(w, 2) for w in window],
+    if proc.returncode: raise RuntimeError(f"the {kind} reference run failed")
+    return {"seconds": round(time.time() - t0, 2), "reached_s": [round(reached[k], 3) for k in sorted(reached)],
             **(score_result(tmp) if kind == "score" else pipeline_result(tmp))}
 
 
@@ -78,19 +76,25 @@ def run_args(kind: str, tmp: Path) -> list:
     return SCORE + ["--set", f"score.cache_dir={tmp}"] if kind == "score" else pipeline_args(tmp)
 
 
-def trial(kind: str, tmp: Path, delay: float) -> dict:
+def trial(kind: str, tmp: Path, level: int, wait_s: float) -> dict:
+    "Launch, wait until the run reaches `level`, sleep `wait_s`, SIGKILL, note where it was, resume."
     args = run_args(kind, tmp)
     proc = tokclean(args, wait=False)
-    time.sleep(delay)
-    finished = proc.poll() is not None
-    if not finished: os.killpg(proc.pid, signal.SIGKILL)
+    while progress(kind, tmp) < level and proc.poll() is None: time.sleep(0.002)
+    time.sleep(wait_s)
+    exited = proc.poll() is not None
+    if not exited: os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    if kind == "score": where = f"{len(list(tmp.glob('*/shard-*.json')))} shards done" + (", merged" if list(tmp.glob("*/manifest.json")) else "")
+    if kind == "score":
+        complete = any(tmp.glob("*/manifest.json"))
+        where = "merged" if complete else f"{progress(kind, tmp)} shards done"
     else:
         mf = tmp / "tiny-fixed-s42" / "manifest.json"
-        where = ", ".join(json.loads(mf.read_text())["stages"]) if mf.exists() else "no stage done"
+        stages = list(json.loads(mf.read_text())["stages"]) if mf.exists() else []
+        complete, where = "done" in stages, ", ".join(stages) or "no stage recorded"
+    part_way = not exited and not complete  # a kill after the result was written interrupts nothing
     tokclean(args)  # resume
-    return {"kind": kind, "delay_s": round(delay, 2), "killed": not finished, "state_at_kill": where,
+    return {"kind": kind, "level": level, "wait_s": round(wait_s, 3), "killed": part_way, "state_at_kill": where,
             **(score_result(tmp) if kind == "score" else pipeline_result(tmp))}
 
 
@@ -106,11 +110,13 @@ def main():
         refs = {kind: reference(kind, d / f"ref_{kind}") for kind in ("score", "pipeline")}
         for kind in ("score", "pipeline"):
             for i in range(args.trials):
-                r = trial(kind, d / f"{kind}{i}", rng.uniform(*refs[kind]["window_s"]))
+                reached = refs[kind]["reached_s"]  # level k first seen at reached[k]; the last level is the finished run
+                level = rng.randrange(len(reached) - 1)
+                r = trial(kind, d / f"{kind}{i}", level, rng.random() * (reached[level + 1] - reached[level]))
                 same = ("sha256", "tokens", "samples") if kind == "score" else ("sha256", "mask_sha256", "kept", "samples", "losses")
                 r["identical"] = all(r[f] == refs[kind][f] for f in same)
                 rows.append(r)
-                print(f"{kind} trial {i}: {'killed' if r['killed'] else 'finished before the kill'} after {r['delay_s']} s "
+                print(f"{kind} trial {i}: {'killed part-way' if r['killed'] else 'killed after it had finished'} at level {r['level']} + {r['wait_s']} s "
                       f"({r['state_at_kill']}); identical: {r['identical']}", flush=True)
     Path(args.out).write_text(json.dumps({"reference": refs, "trials": rows}, indent=1))
     bad = [r for r in rows if not r["identical"]]
