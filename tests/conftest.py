@@ -28,6 +28,15 @@ def run_cli(tmp: Path, pipeline: str, *extra, wait=True, launcher=(), env=None, 
     return json.loads((tmp / f"tiny-{pipeline}-s{seed}" / "manifest.json").read_text())
 
 
+def pytest_configure(config):
+    "Stop at once, with the fix, when the shared data folder the tests read is missing."
+    from tokclean.files import data_root
+    try: data_root()
+    except FileNotFoundError as e:
+        pytest.exit(f"{e}. The tests read real data from the shared data folder: clone the repository beside shared/ "
+                    "(so that ../shared/data exists) or set TOKCLEAN_DATA=/path/to/shared/data", returncode=2)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
     for item in items:
