@@ -12,12 +12,12 @@ import yaml
 
 # %% auto #0
 __all__ = ['SELECTORS', 'WEIGHTINGS', 'TEMPLATES', 'FORMATS', 'DTYPES', 'QUANTS', 'SUITES', 'PIPELINES', 'WARMUP_MODES',
-           'LOSS_NORMS', 'PAPER_TASKS', 'LORA_TARGETS', 'HF_NAMES', 'PRESETS', 'ConfigError', 'ModelCfg', 'DataCfg',
-           'ScoreCfg', 'SelectCfg', 'TrainCfg', 'EvalCfg', 'RunCfg', 'Config', 'to_dict', 'flat_keys',
-           'parse_overrides', 'with_overrides', 'preset', 'save_config', 'read_config_file', 'load_config',
-           'get_config', 'describe']
+           'TURN_ENDS', 'TYDIQA_STOPS', 'SE_SCORINGS', 'LOSS_NORMS', 'PAPER_TASKS', 'LORA_TARGETS', 'HF_NAMES',
+           'PRESETS', 'ConfigError', 'ModelCfg', 'DataCfg', 'ScoreCfg', 'SelectCfg', 'TrainCfg', 'EvalCfg', 'RunCfg',
+           'Config', 'to_dict', 'flat_keys', 'parse_overrides', 'with_overrides', 'preset', 'save_config',
+           'read_config_file', 'load_config', 'get_config', 'describe']
 
-# %% ../nbs/00_config.ipynb #3ee2c070
+# %% ../nbs/00_config.ipynb #cd685aab
 SELECTORS = ("global", "sample", "threshold", "random", "full", "high-ppl")  # token selection rules
 WEIGHTINGS = ("hard", "soft")  # hard: keep/drop mask; soft: per-token weights from the score
 TEMPLATES = ("tulu", "chat")  # tulu: the paper's <|user|>/<|assistant|> text; chat: the tokenizer's own template
@@ -27,6 +27,9 @@ QUANTS = ("4bit", "8bit")
 SUITES = ("paper", "standard", "quick")
 PIPELINES = ("warmup", "fixed", "self-evolving", "full", "random", "rho", "high-ppl")
 WARMUP_MODES = ("external", "first_chunk")
+TURN_ENDS = ("eos", "eos_newline")  # what ends a labelled assistant turn: its EOS, or (official encoder) EOS + the newline after it
+TYDIQA_STOPS = ("token", "text")  # token: stop when the generated token is the newline token (open-instruct); text: cut at "\n"
+SE_SCORINGS = ("base", "previous")  # self-evolving scoring pair: base θ0 vs latest (paper), or the previous model vs latest
 LOSS_NORMS = ("micro_batch", "step")  # micro_batch: HF mean per micro-batch (paper); step: mean over the optimiser step
 PAPER_TASKS = ("truthfulqa_mc2", "tydiqa", "logiqa", "mmlu", "hellaswag", "arc_challenge", "boolq")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -84,7 +87,7 @@ class ModelCfg:
         _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "model", "device", self.device,
                  "must be auto, cpu, cuda or cuda:N")
 
-# %% ../nbs/00_config.ipynb #2d94b8ec
+# %% ../nbs/00_config.ipynb #72cb94bb
 @dataclass(frozen=True)
 class DataCfg:
     "Where the SFT data come from and how they become tokens."
@@ -99,6 +102,8 @@ class DataCfg:
     on_bad: str = "raise"  # raise: stop at the first bad row; skip: drop bad rows and count them by reason
     drop_synthetic: bool = True  # OASST: drop machine-written messages
     shuffle: bool = False  # the paper keeps file order for scoring, chunking and training
+    turn_end: str = "eos"  # eos: label each answer + EOS; eos_newline: also the "\n" after a non-final answer's EOS (official encoder)
+    prompt_labels: bool = False  # label prompt tokens too: they are scored, compete in the selection, train when kept (ablation)
 
     def __post_init__(self):
         _check_types(self)
@@ -108,6 +113,9 @@ class DataCfg:
         _require(self.max_len > 0, "data", "max_len", self.max_len, "must be a positive number of tokens")
         _require(self.limit is None or self.limit > 0, "data", "limit", self.limit, "must be positive or none")
         _one_of("data", "on_bad", self.on_bad, ("raise", "skip"))
+        _one_of("data", "turn_end", self.turn_end, TURN_ENDS)
+        _require(self.turn_end == "eos" or self.template == "tulu", "data", "turn_end", self.turn_end,
+                 "eos_newline is the Tulu encoder's rule; with data.template=chat the template decides what ends a turn")
 
 # %% ../nbs/00_config.ipynb #f7867c1d
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ class TrainCfg:
         _require(self.max_grad_norm >= 0, "train", "max_grad_norm", self.max_grad_norm, "must be >= 0")
         _one_of("train", "loss_norm", self.loss_norm, LOSS_NORMS)
 
-# %% ../nbs/00_config.ipynb #09e576dc
+# %% ../nbs/00_config.ipynb #74650ce5
 @dataclass(frozen=True)
 class EvalCfg:
     "Benchmarks run after training."
@@ -190,6 +198,9 @@ class EvalCfg:
     seed: int = 42  # seed of sampled subsets and exemplars
     enabled: bool = False  # evaluate the final model at the end of a pipeline (stage `eval`)
     local: bool | None = None  # offline task twins on local files; None: when the HF offline switches are on
+    tydiqa_stop: str = "token"  # token: stop at the newline *token* as open-instruct did; text: cut at the first "\n" character
+    add_bos_token: bool | None = False  # lm-eval tasks: False = no BOS (lm-eval 0.4.7, the paper); None = the tokenizer's default
+    rounds: bool = False  # self-evolving: also evaluate the warm-up and every round's model (the Matthew-effect figure)
 
     def __post_init__(self):
         _check_types(self)
@@ -198,8 +209,9 @@ class EvalCfg:
         _require(self.limit is None or self.limit > 0, "eval", "limit", self.limit, "must be positive or none")
         _require(self.quick_n > 0, "eval", "quick_n", self.quick_n, "must be positive")
         _require(self.batch_size > 0, "eval", "batch_size", self.batch_size, "must be positive")
+        _one_of("eval", "tydiqa_stop", self.tydiqa_stop, TYDIQA_STOPS)
 
-# %% ../nbs/00_config.ipynb #7d849a95
+# %% ../nbs/00_config.ipynb #1b514aa2
 @dataclass(frozen=True)
 class RunCfg:
     "What to run and where its files go."
@@ -210,12 +222,14 @@ class RunCfg:
     seed: int = 42  # LoRA init, dropout and any shuffling
     rounds: int = 4  # self-evolving cleaning rounds T (the pool is split into T+1 chunks)
     warmup_mode: str = "external"  # external: reference trained on `data.warmup` (paper runs); first_chunk: on chunk 0
+    se_scoring: str = "base"  # self-evolving: base (θ0 vs the latest model, the paper) or previous (the model before it vs the latest)
 
     def __post_init__(self):
         _check_types(self)
         _one_of("run", "pipeline", self.pipeline, PIPELINES)
         _require(self.rounds > 0, "run", "rounds", self.rounds, "must be a positive number of rounds")
         _one_of("run", "warmup_mode", self.warmup_mode, WARMUP_MODES)
+        _one_of("run", "se_scoring", self.se_scoring, SE_SCORINGS)
 
 # %% ../nbs/00_config.ipynb #ff843018
 @dataclass(frozen=True)
@@ -331,10 +345,11 @@ def with_overrides(cfg: Config, overrides) -> Config:
         sections[section][name] = _coerce(raw, _hints(_sections()[section])[name], key)
     return Config(**{s: _sections()[s](**kw) for s, kw in sections.items()})
 
-# %% ../nbs/00_config.ipynb #fb3987cc
+# %% ../nbs/00_config.ipynb #63f4c7c6
 _PAPER = {"model.base": "meta-llama/Llama-3.2-3B", "data.pool": "jlpang888/DS2_50k",
           "train.global_batch": 48,  # 6 sequences x 8 GPUs in the paper; grad_accum makes up for fewer GPUs
-          "train.loss_norm": "micro_batch"}  # the official runs' HF mean per micro-batch, for exact reproduction
+          "train.loss_norm": "micro_batch",  # the official runs' HF mean per micro-batch, for exact reproduction
+          "data.turn_end": "eos_newline"}  # the official encoder labels the "\n" after every non-final answer's EOS
 
 PRESETS: dict[str, dict] = {
     "tiny": {"model.base": "tiny", "model.dtype": "float32", "model.device": "cpu",

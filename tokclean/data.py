@@ -202,16 +202,17 @@ def trained(m: dict) -> bool:
     "Whether a message is a training target: an assistant turn not marked `train: false`."
     return m["role"] == "assistant" and m.get("train", True)
 
-# %% ../nbs/02_data.ipynb #28f90a56
-def render_tulu(msgs: list[dict], eos: str) -> tuple[str, list[tuple[int, int]]]:
-    "Text of a conversation in the Tulu template, and the character span of each assistant answer (content + EOS)."
+# %% ../nbs/02_data.ipynb #4c7c981d
+def render_tulu(msgs: list[dict], eos: str, turn_end: str = "eos") -> tuple[str, list[tuple[int, int]]]:
+    "Text of a conversation in the Tulu template, and the character span of each answer: content + EOS (+ its newline)."
     text, spans = "", []
-    for m in msgs:
+    for i, m in enumerate(msgs):
         text += f"<|{m['role']}|>\n"
-        if m["role"] == "assistant":
-            if trained(m): spans.append((len(text), len(text) + len(m["content"].strip()) + len(eos)))
-            text += m["content"].strip() + eos + "\n"
-        else: text += m["content"].strip() + "\n"
+        body = m["content"].strip() + (eos if m["role"] == "assistant" else "")
+        if trained(m):
+            newline = turn_end == "eos_newline" and i < len(msgs) - 1  # the last answer's newline is stripped away
+            spans.append((len(text), len(text) + len(body) + newline))
+        text += body + "\n"
     return text.rstrip(), spans
 
 # %% ../nbs/02_data.ipynb #69daab81
@@ -339,20 +340,21 @@ def tokenizer_fingerprint(tokenizer) -> str:
     spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}  # call-time state
     return _sha(json.dumps(spec, sort_keys=True), tokenizer.eos_token, tokenizer.chat_template or "")
 
-# %% ../nbs/02_data.ipynb #eaff0a6c
-def _render(msgs, where: str, tokenizer, template: str):
+# %% ../nbs/02_data.ipynb #30adc7ec
+def _render(msgs, where: str, tokenizer, template: str, turn_end: str = "eos"):
     "Text and answer spans of one conversation; a template that cannot render it is a bad row."
-    if template == "tulu": return render_tulu(msgs, tokenizer.eos_token)
+    if template == "tulu": return render_tulu(msgs, tokenizer.eos_token, turn_end)
     try: return render_chat(msgs, tokenizer)
     except Exception as e: raise DataError(where, "template", f"the chat template cannot render this conversation: {e}") from None
 
 
-def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataReport, on_bad: str = "raise") -> dict:
+def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataReport, on_bad: str = "raise",
+            turn_end: str = "eos", prompt_labels: bool = False) -> dict:
     "Tokenize a batch of `(where, messages, source)` into columns; update `report`."
     if template == "tulu" and not tokenizer.eos_token: raise ValueError("the tokenizer has no eos_token; the Tulu template needs one")
     rendered = []
     for where, msgs, source in batch:
-        try: rendered.append((where, msgs, source, *_render(msgs, where, tokenizer, template)))
+        try: rendered.append((where, msgs, source, *_render(msgs, where, tokenizer, template, turn_end)))
         except DataError as err: report.bad(err, on_bad)
     # the Tulu text has no BOS of its own, so the tokenizer adds what it always adds; a chat template writes its own
     enc = tokenizer([r[3] for r in rendered], return_offsets_mapping=True, add_special_tokens=template == "tulu")
@@ -360,6 +362,7 @@ def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataRep
     for (where, msgs, source, _, spans), ids, offs in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
         ids, offs = np.asarray(ids), np.asarray(offs).reshape(-1, 2)  # (T,), (T, 2)
         labels, crossing = labels_from_spans(ids, offs, spans)
+        if prompt_labels: labels = ids.copy()  # the ablation: prompt, headers and answers all compete in the selection
         labels[0] = -100  # nothing predicts the first token, so it can never be trained or scored
         n_full, n_kept = int((labels != -100).sum()), int((labels[:max_len] != -100).sum())
         report.boundary_tokens += crossing
@@ -390,7 +393,7 @@ def _conversations(spec, split, format, on_bad, drop_synthetic, report):
         for i, c in enumerate(tiny_conversations(64)): report.rows += 1; yield f"tiny item {i}", c["messages"], c["source"]
     else: yield from iter_conversations(spec, split, format, on_bad, drop_synthetic, report)
 
-# %% ../nbs/02_data.ipynb #c40969e8
+# %% ../nbs/02_data.ipynb #76079372
 def split_rows(spec: str) -> tuple[str, int, int | None]:
     "`name[a:b]` -> (name, a, b): a data spec may end in a Python slice of its samples, e.g. `alpaca-gpt4-demo[900:]`."
     m = re.fullmatch(r"(.+)\[(\d*):(\d*)\]", spec)
@@ -399,7 +402,7 @@ def split_rows(spec: str) -> tuple[str, int, int | None]:
 
 def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", template: str = "tulu", max_len: int = 2048,
              limit: int | None = None, on_bad: str = "raise", drop_synthetic: bool = True, shuffle: bool = False,
-             seed: int = 42, batch: int = 256) -> SFTData:
+             turn_end: str = "eos", prompt_labels: bool = False, seed: int = 42, batch: int = 256) -> SFTData:
     "Read, normalise, render and tokenize an SFT data set (keyword names follow `DataCfg`)."
     import datasets
     report = DataReport(str(pool))
@@ -409,22 +412,25 @@ def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", templa
     data_fp = _sha(json.dumps([(m, s) for _, m, s in convs], sort_keys=True, ensure_ascii=False))
     cols: dict = {}
     for i in range(0, len(convs), batch):
-        for k, v in _encode(convs[i : i + batch], tokenizer, template, max_len, report, on_bad).items(): cols.setdefault(k, []).extend(v)
+        batch_cols = _encode(convs[i : i + batch], tokenizer, template, max_len, report, on_bad, turn_end, prompt_labels)
+        for k, v in batch_cols.items(): cols.setdefault(k, []).extend(v)
     if not cols.get("input_ids"): raise ValueError(f"{pool}: no usable samples ({report})")
     report.samples, report.tokens = len(cols["input_ids"]), sum(map(len, cols["input_ids"]))
     report.response_tokens = sum(cols["n_response"])
     report.sources = dict(Counter(cols["source"]))
     convs = cols.pop("messages")
     ds = datasets.Dataset.from_dict(cols)
-    meta = {"pool": str(pool), "tokenizer": tokenizer_fingerprint(tokenizer), "template": template, "max_len": max_len}
-    return SFTData(ds, _sha(data_fp, meta["tokenizer"], template, max_len), data_fp, report, convs, meta)
+    meta = {"pool": str(pool), "tokenizer": tokenizer_fingerprint(tokenizer), "template": template, "max_len": max_len,
+            "turn_end": turn_end, "prompt_labels": prompt_labels}
+    return SFTData(ds, _sha(data_fp, meta["tokenizer"], template, max_len, turn_end, prompt_labels), data_fp, report, convs, meta)
 
 
 def sft_kwargs(data_cfg) -> dict:
     "The `load_sft` keyword arguments of a `DataCfg` (all but `pool` and `warmup`)."
-    return {k: getattr(data_cfg, k) for k in ("split", "format", "template", "max_len", "limit", "on_bad", "drop_synthetic", "shuffle")}
+    return {k: getattr(data_cfg, k) for k in ("split", "format", "template", "max_len", "limit", "on_bad", "drop_synthetic", "shuffle",
+                                              "turn_end", "prompt_labels")}
 
-# %% ../nbs/02_data.ipynb #af8d91d3
+# %% ../nbs/02_data.ipynb #f126727b
 def label_runs(labels) -> list[np.ndarray]:
     "The labelled token ids, split into contiguous runs (one per answer)."
     labels = np.asarray(labels)
@@ -432,19 +438,31 @@ def label_runs(labels) -> list[np.ndarray]:
     return [labels[run] for run in np.split(pos, np.flatnonzero(np.diff(pos) > 1) + 1) if len(run)]
 
 
-def expected_answers(msgs: list[dict], tokenizer, template: str) -> list[str]:
+def expected_answers(msgs: list[dict], tokenizer, template: str, turn_end: str = "eos") -> list[str]:
     "What each answer's labels must decode to."
-    text, spans = render_tulu(msgs, tokenizer.eos_token) if template == "tulu" else render_chat(msgs, tokenizer)
+    text, spans = render_tulu(msgs, tokenizer.eos_token, turn_end) if template == "tulu" else render_chat(msgs, tokenizer)
     return [text[a:b] for a, b in spans]
 
 
-def label_check(sft: SFTData, tokenizer, template: str = "tulu") -> list[str]:
+def _ends_turn(tail: str, newline: bool, ends: tuple) -> bool:
+    "Whether what follows an answer's content is one end-of-turn token, then (with `newline`) exactly one newline."
+    if newline:
+        if not tail.endswith("\n"): return False
+        tail = tail[:-1]
+    return tail.strip(" ") in ends
+
+
+def label_check(sft: SFTData, tokenizer, template: str | None = None, turn_end: str | None = None) -> list[str]:
     "Samples whose labels do not decode to exactly their answers, each ending in an end-of-turn token; [] when all pass."
+    template, turn_end = template or sft.meta.get("template", "tulu"), turn_end or sft.meta.get("turn_end", "eos")  # as loaded
+    if sft.meta.get("prompt_labels"):  # every token but the first is a label
+        return [f"{r['where']}: not every token after the first is labelled" for r in sft.dataset if r["labels"][1:] != r["input_ids"][1:]]
     bad, ends = [], tuple(special_tokens(tokenizer))
     for row, msgs in zip(sft.dataset, sft.conversations):
         if row["truncated"]: continue  # a cut answer cannot match its full text
         got = [tokenizer.decode(r) for r in label_runs(row["labels"])]
-        want = [m["content"].strip() for m in msgs if trained(m)]
-        ok = len(got) == len(want) and all(g.startswith(w) and g[len(w):].strip(" ") in ends for g, w in zip(got, want))
-        if not ok: bad.append(f"{row['where']}: labels decode to {got}, expected {want}, each followed by an end-of-turn token")
+        want = [(m["content"].strip(), turn_end == "eos_newline" and i < len(msgs) - 1) for i, m in enumerate(msgs) if trained(m)]
+        ok = len(got) == len(want) and all(g.startswith(w) and _ends_turn(g[len(w):], nl, ends) for g, (w, nl) in zip(got, want))
+        if not ok: bad.append(f"{row['where']}: labels decode to {got}, expected {[w for w, _ in want]}, each followed by an "
+                              f"end-of-turn token{' (and a newline where another turn follows)' if turn_end == 'eos_newline' else ''}")
     return bad
