@@ -9,8 +9,8 @@ score the same samples, one after the other in this process:
 - tokclean: `tokclean.scoring`'s batching by length (capped in padded tokens) and LM head at labelled positions only.
 Reported per method: response tokens/s, input tokens/s, peak GPU memory, and MFU = model FLOPs / time / peak FLOP/s. The model
 FLOPs are those of a full forward pass (2 x linear parameters per token, causal attention 2 x T^2 x d per layer, the LM head at
-every position), credited equally to both methods, so MFU is comparable between them. The peak comes from the table below
-for the GPU found, or from --peak-tflops.
+every position; `tokclean.costs.forward_flops`), credited equally to both methods, so MFU is comparable between them. The
+peak comes from `tokclean.costs.GPUS` for the GPU found, or from --peak-tflops.
 
     python benchmarks/g1_gpu_scoring.py                           # on a CUDA GPU: 3B config, 256 samples
     python benchmarks/g1_gpu_scoring.py --device cpu --size tiny --n 16   # the same code path on a CPU, in seconds
@@ -21,21 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tokclean.costs import GPUS, forward_flops, gpu_for_device, shape_from_config
+
 SIZES = {  # transformers LlamaConfig fields
     "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
                vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True),
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  vocab_size=1000, max_position_embeddings=2048, tie_word_embeddings=True),
 }
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H100": 989.4,
-                    "A100": 312.0, "L40S": 362.1, "A10G": 70.0, "L4": 121.0, "RTX 4090": 165.2}  # dense, vendor data sheets
 
 
 def peak_tflops(device: str, override: float | None) -> float | None:
+    "Dense bf16 peak of the GPU in use (tokclean.costs.GPUS, vendor data sheets), or `override`."
     if override: return override
     if device != "cuda": return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    gpu = gpu_for_device(torch.cuda.get_device_name())
+    return GPUS[gpu].tflops if gpu else None
 
 
 def build_model(size: str, device: str, dtype):
@@ -59,10 +60,7 @@ def synthetic_rows(n: int, vocab: int, min_len: int, max_len: int, seed: int = 0
 
 def model_flops(model, lengths) -> float:
     "Forward FLOPs over samples of these lengths: linear layers, causal attention, and the LM head at every position."
-    cfg = model.config
-    linear = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in name)
-    t = np.asarray(lengths, dtype=np.float64)
-    return float((2 * linear * t + cfg.num_hidden_layers * 2 * t**2 * cfg.hidden_size + 2 * cfg.hidden_size * cfg.vocab_size * t).sum())
+    return forward_flops(shape_from_config(model.config), np.asarray(lengths))  # both methods credited with the full forward
 
 
 def naive(model, rows, batch_size: int, device: str):
