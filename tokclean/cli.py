@@ -21,7 +21,7 @@ from .selection import select, select_kwargs
 # %% auto #0
 __all__ = ['LIBRARIES', 'COMMANDS', 'USER_ERRORS', 'library_versions', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets',
            'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'm_stage',
-           'cmd_eval', 'build_parser', 'main']
+           'cmd_eval', 'cmd_paper', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #4039f79c
 LIBRARIES = ("tokclean", "torch", "transformers", "peft", "datasets", "accelerate", "trl", "lm_eval", "bitsandbytes", "tokenizers")
@@ -190,9 +190,31 @@ def cmd_eval(cfg, args):
                    out=args.out)
     if args.out: print(f"saved to {args.out}")
 
-# %% ../nbs/99_cli.ipynb #c08d82c2
+# %% ../nbs/99_cli.ipynb #c9a50927
+def _numbers(text: str | None, kind, flag: str, example: str):
+    "A comma-separated list of numbers from the command line, or None."
+    if text is None: return None
+    try: return tuple(kind(s) for s in text.split(","))
+    except ValueError: raise ConfigError(f"{flag} {text!r}: give comma-separated numbers, e.g. {flag} {example}") from None
+
+
+def cmd_paper(cfg, args):
+    "Run a paper table (main, k-sweep, matthew, llama2-13b, ablations) on one GPU beside the authors' numbers; --plan: its cost only."
+    from tokclean.costs import plan_text
+    from tokclean.paper import plan_by_run, plan_table, render_table, run_table
+    seeds, ks = _numbers(args.seeds, int, "--seeds", "41,42,43"), _numbers(args.ks, float, "--ks", "0.3,0.6,0.9")
+    if args.plan:
+        costs, notes = plan_table(args.table, args.preset, seeds, args.gpu, args.overrides, args.config, ks)
+        print(plan_text(costs, f"tokclean paper {args.table}: every stage on one {args.gpu}"), "", plan_by_run(costs).to_string(), *notes, sep="\n")
+        return
+    result = run_table(args.table, args.preset, seeds, args.out, args.overrides, args.config, args.results, ks)
+    out = Path(args.results).parent if args.results else Path(args.out) / result["preset"] / args.table
+    for p in render_table(result, out): print(f"wrote {p}")
+
+# %% ../nbs/99_cli.ipynb #f4d2cdda
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,
-            "run": cmd_run, "eval": cmd_eval, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo}
+            "run": cmd_run, "eval": cmd_eval, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo,
+            "paper": cmd_paper}
 
 
 def _common(p: argparse.ArgumentParser):
@@ -225,6 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--cleaned", required=True, metavar="DIR", help="run directory of a fixed or rho run")
             p.add_argument("--baseline", required=True, metavar="DIR", help="run directory of the full-token run")
             p.add_argument("--out", default="report.html", help="the HTML file to write")
+        if name == "paper":
+            from tokclean.costs import GPUS
+            from tokclean.paper import TABLES
+            p.add_argument("table", choices=list(TABLES), help="which table of the paper")
+            p.add_argument("--seeds", help="comma-separated training seeds (default: the table's, e.g. 41,42,43 for main)")
+            p.add_argument("--ks", help="only the runs at these kept shares, comma-separated (the k sweep: default 0.3 ... 0.9)")
+            p.add_argument("--plan", action="store_true", help="print every stage's tokens, FLOPs, hours and peak memory; run nothing")
+            p.add_argument("--gpu", choices=list(GPUS), default="H100-80GB", help="the GPU --plan prices (default: H100-80GB)")
+            p.add_argument("--out", default="runs/paper", help="the study folder's parent (runs, evaluations, tables)")
+            p.add_argument("--results", metavar="FILE.json", help="where to write the results (default: <out>/<preset>/<table>/results.json)")
     return parser
 
 # %% ../nbs/99_cli.ipynb #4427b4cb
