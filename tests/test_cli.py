@@ -1,5 +1,5 @@
 "The `tokclean` command end to end, as a user runs it: exit codes, messages, files."
-import subprocess, sys
+import json, subprocess, sys
 
 import pytest
 
@@ -62,3 +62,15 @@ def test_module_entry_point():
 def test_demo_chat_answers():
     out = run("chat", "What is the capital of France?").stdout
     assert "Paris" in out
+
+
+def test_paper_table_from_the_command_line(tmp_path):
+    "`tokclean paper matthew --preset tiny`: the runs, one shared reference, the results file, the comparison and the figure."
+    done = subprocess.run([sys.executable, "-m", "tokclean", "paper", "matthew", "--preset", "tiny", "--out", str(tmp_path),
+                           "--set", "eval.tasks=boolq", "--set", "eval.quick_n=2", "--set", "eval.local=true",
+                           "--set", f"score.cache_dir={tmp_path}/scores"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "tiny" / "matthew" / "results.json").read_text())
+    assert [r["round"] for r in result["records"] if r["method"] != "Base"] == [0, 2, 1]  # the warm-up, the final round, round 1
+    assert {p.name for p in (tmp_path / "tiny" / "matthew").iterdir()} >= {"tiny-matthew.md", "tiny-matthew.png"}
+    assert "wrote" in done.stdout

@@ -2,6 +2,8 @@
 import tomllib
 
 import pytest
+
+pytest.importorskip("nbdev", reason="the notebook runner needs nbdev (a machine with only the cuda tests' packages skips it)")
 from nbdev.test import test_nb as run_notebook  # imported under another name so pytest does not collect it
 
 from conftest import FLAGS, ROOT

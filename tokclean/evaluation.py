@@ -331,16 +331,16 @@ def write_mmlu_tasks(out: Path = LOCAL_TASKS) -> list[Path]:
     for s, path in paths.items(): path.write_text(mmlu_task_yaml(s), encoding="utf-8")
     return list(paths.values())
 
-# %% ../nbs/07_evaluation.ipynb #815707ac
+# %% ../nbs/07_evaluation.ipynb #971c568b
 def offline() -> bool:
     "True when the Hugging Face offline switches are on."
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def task_manager(metadata: dict | None = None):
-    "lm-eval's `TaskManager` over the built-in tasks and tokclean's offline ones."
+def task_manager(metadata: dict | None = None, builtin: bool = True):
+    "lm-eval's `TaskManager` over tokclean's offline tasks, and the built-in ones unless `builtin` is False."
     from lm_eval.tasks import TaskManager
-    return TaskManager(include_path=str(LOCAL_TASKS), metadata=metadata or {})
+    return TaskManager(include_path=str(LOCAL_TASKS), include_defaults=builtin, metadata=metadata or {})
 
 
 @functools.cache
@@ -396,7 +396,7 @@ def expected_count(n_docs: int, limit) -> int:
     if limit is None: return n_docs
     return min(n_docs, int(math.ceil(n_docs * limit)) if limit <= 1.0 else int(limit))
 
-# %% ../nbs/07_evaluation.ipynb #a7887d0f
+# %% ../nbs/07_evaluation.ipynb #fbf81b73
 SUITE_NAMES = ("paper", "standard", "quick")
 
 
@@ -445,7 +445,7 @@ def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
     local = offline() if local is None else local
     lm = lm_model(model, tokenizer, batch_size, device)
     state = _data_parallel(lm)
-    tm = task_manager({"tokenizer": _register_tokenizer(lm.tokenizer), "seed": seed})  # the TyDiQA loader cuts passages with it
+    tm = task_manager({"tokenizer": _register_tokenizer(lm.tokenizer), "seed": seed}, builtin=not local)  # TyDiQA cuts passages with it
     record = {"model": str(model) if isinstance(model, (str, Path)) else (getattr(lm.model, "name_or_path", "") or "in-memory model"),
               "suite": suite, "source": "local" if local else "hub", "seed": seed, "lm_eval": lm_eval.__version__,
               "limit": limit if suite == "paper" else None, "quick_n": quick_n if suite == "quick" else None,
@@ -486,7 +486,7 @@ def eval_kwargs(eval_cfg) -> dict:
     return {k: getattr(eval_cfg, k) for k in ("suite", "tasks", "limit", "quick_n", "seed", "batch_size", "local", "tydiqa_stop",
                                               "add_bos_token")}
 
-# %% ../nbs/07_evaluation.ipynb #49a0546c
+# %% ../nbs/07_evaluation.ipynb #c45110af
 LOADERS = {"hellaswag": load_hellaswag, "boolq": load_boolq, "arc_challenge": load_arc_challenge, "logiqa": load_logiqa,
            "truthfulqa_mc2": load_truthfulqa, "truthfulqa_mc1": load_truthfulqa}
 
@@ -510,7 +510,7 @@ def builtin_on_local_rows(bench: str) -> dict:
 def agreement(model, tokenizer, bench: str, n: int = 50, seed: int = 0, batch_size: int = 8) -> dict:
     "Scores of the built-in task on local rows and of our offline task, on the same `n` questions (`bench` may be `mmlu_<subject>`)."
     import lm_eval
-    lm, tm = lm_model(model, tokenizer, batch_size), task_manager()
+    lm, tm = lm_model(model, tokenizer, batch_size), task_manager(builtin=False)
     mmlu = bench.startswith("mmlu_")
     ours, theirs = (f"tokclean_{bench}" if mmlu else BENCHES[bench].local), builtin_on_local_rows(bench)
     count = doc_counts([ours], tm)[ours]
