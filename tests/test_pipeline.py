@@ -120,12 +120,12 @@ def test_eval_stage_in_two_processes_beats_a_short_timeout(tmp_path):
     failed = subprocess.run([tool("accelerate"), *LAUNCH_2CPU, str(control)], capture_output=True, text=True, timeout=300, env=env)
     assert failed.returncode != 0, "a barrier wait longer than the timeout should fail: the timeout is not applied"
     common = ["--set", "data.limit=24", "--set", "train.batch_size=2", "--set", "train.global_batch=4", "--set", "eval.enabled=true",
-              "--set", "eval.local=true", "--set", "eval.quick_n=6", "--set", "eval.tasks=boolq,logiqa,tydiqa"]
+              "--set", "eval.local=true", "--set", "eval.quick_n=4", "--set", "eval.tasks=boolq,tydiqa"]
     one = run(tmp_path / "one", "full", *common, env={"OMP_NUM_THREADS": "1"})
     two = run(tmp_path / "two", "full", *common, launcher=[tool("accelerate"), *LAUNCH_2CPU], env={"TOKCLEAN_PG_TIMEOUT_S": timeout})
     assert (one["processes"], two["processes"]) == (1, 2)
     assert two["stages"]["eval"]["seconds"] > float(timeout)  # the stage outlasts the timeout, yet no process timed out
     e1, e2 = (json.loads((Path(m["final_model"]).parents[1] / "eval.json").read_text())["tasks"] for m in (one, two))
-    assert {k: v["n"] for k, v in e2.items()} == {k: v["n"] for k, v in e1.items()} == {"boolq": 6, "logiqa": 6, "tydiqa": 6}
-    for bench in ("boolq", "logiqa"): assert abs(e1[bench]["score"] - e2[bench]["score"]) < 1e-9
+    assert {k: v["n"] for k, v in e2.items()} == {k: v["n"] for k, v in e1.items()} == {"boolq": 4, "tydiqa": 4}
+    for bench in ("boolq",): assert abs(e1[bench]["score"] - e2[bench]["score"]) < 1e-9
     assert sorted(p["id"] for p in e2["tydiqa"]["predictions"]) == sorted(p["id"] for p in e1["tydiqa"]["predictions"])

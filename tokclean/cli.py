@@ -190,7 +190,7 @@ def cmd_eval(cfg, args):
                    out=args.out)
     if args.out: print(f"saved to {args.out}")
 
-# %% ../nbs/99_cli.ipynb #c9a50927
+# %% ../nbs/99_cli.ipynb #0e578179
 def _numbers(text: str | None, kind, flag: str, example: str):
     "A comma-separated list of numbers from the command line, or None."
     if text is None: return None
@@ -209,7 +209,8 @@ def cmd_paper(cfg, args):
         return
     result = run_table(args.table, args.preset, seeds, args.out, args.overrides, args.config, args.results, ks)
     out = Path(args.results).parent if args.results else Path(args.out) / result["preset"] / args.table
-    for p in render_table(result, out): print(f"wrote {p}")
+    if process_state().is_main_process:
+        for p in render_table(result, out): print(f"wrote {p}")
 
 # %% ../nbs/99_cli.ipynb #f4d2cdda
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,

