@@ -331,7 +331,7 @@ def write_mmlu_tasks(out: Path = LOCAL_TASKS) -> list[Path]:
     for s, path in paths.items(): path.write_text(mmlu_task_yaml(s), encoding="utf-8")
     return list(paths.values())
 
-# %% ../nbs/07_evaluation.ipynb #971c568b
+# %% ../nbs/07_evaluation.ipynb #0d2d2f49
 def offline() -> bool:
     "True when the Hugging Face offline switches are on."
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
@@ -351,9 +351,8 @@ def lm_class():
     class TokcleanLM(HFLM):
         def _model_generate(self, context, max_length, stop, **kw):
             if kw.pop("newline_token_stop", False):  # HF generate ends each sequence at its own first newline token
-                eos = self.model.generation_config.eos_token_id
-                ids = [*([eos] if isinstance(eos, int) else eos or []), self.tokenizer.eos_token_id, newline_token(self.tokenizer)]
-                kw["eos_token_id"] = list(dict.fromkeys(i for i in ids if i is not None))
+                ids = (self.tokenizer.eos_token_id, newline_token(self.tokenizer))  # open-instruct passes the tokenizer's EOS
+                kw["eos_token_id"] = [i for i in dict.fromkeys(ids) if i is not None]
             return super()._model_generate(context, max_length, stop, **kw)
     return TokcleanLM
 
