@@ -35,7 +35,7 @@ def authors_results(path=REFERENCE_CSV):
     df = pd.read_csv(path, dtype={"seed": str})
     return df.assign(task=df.task.map(AUTHOR_TASKS).fillna(df.task))
 
-# %% ../nbs/08c_paper.ipynb #60fe4a58
+# %% ../nbs/08c_paper.ipynb #a81c0c27
 AUTHOR_METHODS = ["Base", "DS2 (10k)", "Full tokens", "Random", "RHO", "Fixed-Model Cleaning", "Self-Evolving Cleaning"]
 TABLE_COLUMNS = {**PAPER_COLUMNS, "average": "Average"}
 
@@ -59,6 +59,7 @@ def save_table(df, name: str, title: str, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.png"]
+    if df.index.nlevels > 1: df = df.reset_index().set_index(df.index.names[0])  # the keys become columns: a readable table
     paths[0].write_text(f"**{title}**\n\n{df.to_markdown()}\n")
     paths[1].write_text(df.to_latex(caption=title, label=f"tab:{name}"))
     fig, ax = plt.subplots(figsize=(1.3 + 1.25 * len(df.columns), 0.45 + 0.32 * len(df)))
@@ -231,7 +232,7 @@ def _records(run: PaperRun, seed: int, cfg: Config, manifest: dict) -> list[dict
     evals = [(final_round, d / "eval.json"), (0, d / "eval_warmup.json"), *[(t, d / f"eval_round_{t}.json") for t in range(1, cfg.run.rounds)]]
     return [_record(json.loads(f.read_text()), method=run.method, seed=seed, k=run.k, round=t, run=str(d)) for t, f in evals if f.exists()]
 
-# %% ../nbs/08c_paper.ipynb #87431709
+# %% ../nbs/08c_paper.ipynb #90cda100
 TABLE_KEYS = {"main": ("method",), "llama2-13b": ("method",), "k-sweep": ("method", "k"), "matthew": ("iteration",),
               "ablations": ("method", "round")}
 
@@ -243,8 +244,9 @@ def _keyed(df):
 
 
 def ours_frame(records: list[dict]):
-    "One row per record: method, seed, k, round, iteration, and the score of each benchmark with their average."
+    "One row per record: method, seed, k, round, iteration, the score of each benchmark, and their average when all seven are there."
     df = scores_frame(records)
+    if not set(PAPER_COLUMNS.values()) <= set(df.columns): df = df.drop(columns="Average")  # not the paper's average
     for col in ("k", "round"): df[col] = [r.get(col) for r in records]
     return _keyed(df)
 
