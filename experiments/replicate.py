@@ -22,7 +22,7 @@ import argparse, json, random, time
 from pathlib import Path
 
 from tokclean.config import get_config
-from tokclean.data import iter_conversations
+from tokclean.data import take_conversations
 from tokclean.evaluation import eval_kwargs, evaluate
 from tokclean.files import write_bytes, write_json
 from tokclean.pipeline import run_dir, run_pipeline
@@ -38,26 +38,13 @@ SOURCES = {  # name -> (data spec, share of the pool); held-out and warm-up rows
 METHODS = ("full", "random", "rho", "fixed", "self-evolving")
 
 
-def conversations(spec, n: int) -> list:
-    "The first `n` usable conversations of one spec (or spread over a list of specs)."
-    if isinstance(spec, list):
-        per = [conversations(s, n // len(spec) + 1) for s in spec]
-        return [c for group in zip(*per) for c in group][:n]
-    out = []
-    for where, msgs, source in iter_conversations(spec):
-        if msgs[-1]["content"].strip(): out.append({"source": source, "messages": msgs, "where": where})
-        if len(out) == n: break
-    if len(out) < n: raise ValueError(f"{spec}: only {len(out)} usable conversations, {n} needed")
-    return out
-
-
 def build_data(out: Path, pool: int, warmup: int, heldout: int) -> dict:
     "Write pool.jsonl, warmup.jsonl and heldout.jsonl (messages format) under `out`; return their paths."
     sets = {"pool": [], "warmup": [], "heldout": []}
     for name, (spec, share) in SOURCES.items():
         n_pool, n_held = round(pool * share), heldout // len(SOURCES)
         n_warm = warmup if name == "alpaca_gpt4" else 0
-        rows = conversations(spec, n_pool + n_held + n_warm)
+        rows = take_conversations(spec, n_pool + n_held + n_warm)
         sets["pool"] += rows[:n_pool]
         sets["heldout"] += rows[n_pool : n_pool + n_held]
         sets["warmup"] += rows[n_pool + n_held :]

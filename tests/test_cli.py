@@ -74,3 +74,15 @@ def test_paper_table_from_the_command_line(tmp_path):
     assert [r["round"] for r in result["records"] if r["method"] != "Base"] == [0, 2, 1]  # the warm-up, the final round, round 1
     assert {p.name for p in (tmp_path / "tiny" / "matthew").iterdir()} >= {"tiny-matthew.md", "tiny-matthew.png"}
     assert "wrote" in done.stdout
+
+
+def test_noise_bench_from_the_command_line(tmp_path):
+    "`tokclean noise-bench --preset tiny --parts detection`: the ground-truth detection table, the ROC figure, a passing self-check."
+    done = subprocess.run([sys.executable, "-m", "tokclean", "noise-bench", "--preset", "tiny", "--out", str(tmp_path), "--parts", "detection"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert res["complete"] == {"detection": True} and res["self_check"]["ok"]
+    assert {"detection.md", "roc.png"} <= {p.name for p in (tmp_path / "tiny").iterdir()}
+    bad = subprocess.run([sys.executable, "-m", "tokclean", "noise-bench", "--preset", "tiny", "--parts", "detect"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--parts 'detect'" in bad.stderr

@@ -21,7 +21,7 @@ from .selection import select, select_kwargs
 # %% auto #0
 __all__ = ['LIBRARIES', 'COMMANDS', 'USER_ERRORS', 'library_versions', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets',
            'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'm_stage',
-           'cmd_eval', 'cmd_paper', 'build_parser', 'main']
+           'cmd_eval', 'cmd_paper', 'cmd_noise_bench', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #4039f79c
 LIBRARIES = ("tokclean", "torch", "transformers", "peft", "datasets", "accelerate", "trl", "lm_eval", "bitsandbytes", "tokenizers")
@@ -212,10 +212,24 @@ def cmd_paper(cfg, args):
     if process_state().is_main_process:
         for p in render_table(result, out): print(f"wrote {p}")
 
-# %% ../nbs/99_cli.ipynb #f4d2cdda
+# %% ../nbs/99_cli.ipynb #28b7e045
+def cmd_noise_bench(cfg, args):
+    "The token-noise benchmark: does cleaning find known bad tokens? Detection per selector and noise kind, rounds, downstream loss."
+    from tokclean.noise_bench import BENCHES, run_bench, write_outputs
+    preset = args.preset or "demo"
+    if preset not in BENCHES: raise ConfigError(f"noise-bench --preset {preset}: use one of {', '.join(BENCHES)}")
+    results = Path(args.results or ("paper_figs/noise/results.json" if preset == "demo" else Path(args.out) / preset / "results.json"))
+    parts = tuple(p.strip() for p in args.parts.split(","))
+    unknown = set(parts) - {"detection", "rounds", "downstream"}
+    if unknown: raise ConfigError(f"--parts {args.parts!r}: use detection, rounds and/or downstream")
+    res = run_bench(preset, args.out, results, parts)
+    for p in write_outputs(res, results.parent): print(f"wrote {p}")
+    print(f"{results}: complete {res['complete']}, seconds {res['seconds']}")
+
+# %% ../nbs/99_cli.ipynb #5b6792a9
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,
             "run": cmd_run, "eval": cmd_eval, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo,
-            "paper": cmd_paper}
+            "paper": cmd_paper, "noise-bench": cmd_noise_bench}
 
 
 def _common(p: argparse.ArgumentParser):
@@ -258,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--gpu", choices=list(GPUS), default="H100-80GB", help="the GPU --plan prices (default: H100-80GB)")
             p.add_argument("--out", default="runs/paper", help="the study folder's parent (runs, evaluations, tables)")
             p.add_argument("--results", metavar="FILE.json", help="where to write the results (default: <out>/<preset>/<table>/results.json)")
+        if name == "noise-bench":
+            p.add_argument("--out", default="runs/noise", help="the study folder's parent (data, runs, scores)")
+            p.add_argument("--results", metavar="FILE.json", help="the results file (default: paper_figs/noise/results.json for demo)")
+            p.add_argument("--parts", default="detection,rounds,downstream", help="which parts to run (comma-separated)")
     return parser
 
 # %% ../nbs/99_cli.ipynb #4427b4cb

@@ -19,8 +19,9 @@ from .files import alpaca_demo_path, data_root
 __all__ = ['DATA_ALIASES', 'FLAN_COLUMNS', 'SUFFIXES', 'ROLES', 'FORMAT_READERS', 'ID_FIELDS', 'resolve_data', 'DataError',
            'read_rows', 'detect_format', 'from_messages', 'from_prompt_completion', 'from_alpaca', 'from_flan_cot',
            'from_oasst', 'check_messages', 'trained', 'render_tulu', 'special_tokens', 'render_chat',
-           'labels_from_spans', 'DataReport', 'check_unique_id', 'iter_conversations', 'tokenizer_fingerprint',
-           'SFTData', 'split_rows', 'load_sft', 'sft_kwargs', 'label_runs', 'expected_answers', 'label_check']
+           'labels_from_spans', 'DataReport', 'check_unique_id', 'iter_conversations', 'take_conversations',
+           'tokenizer_fingerprint', 'SFTData', 'split_rows', 'load_sft', 'sft_kwargs', 'label_runs', 'expected_answers',
+           'label_check']
 
 # %% ../nbs/02_data.ipynb #8be09e0a
 DATA_ALIASES = {"alpaca-gpt4-demo": alpaca_demo_path}
@@ -325,6 +326,18 @@ def iter_conversations(spec, split: str = "train", format: str = "auto", on_bad:
         fmt = report.format = row_fmt
         report.filtered += not checked
         for msgs in checked: yield where, msgs, source
+
+# %% ../nbs/02_data.ipynb #7ff910f7
+def take_conversations(spec, n: int) -> list[dict]:
+    "The first `n` usable conversations `{source, messages, where}` of a spec, or of a list of specs taken in turn."
+    if isinstance(spec, (list, tuple)):
+        per = [take_conversations(s, n // len(spec) + 1) for s in spec]
+        return [c for group in zip(*per) for c in group][:n]
+    usable = ({"source": source, "messages": msgs, "where": where} for where, msgs, source in iter_conversations(spec)
+              if msgs[-1]["content"].strip())  # ends in something to say
+    out = list(islice(usable, n))
+    if len(out) < n: raise ValueError(f"{spec}: only {len(out)} usable conversations, {n} needed")
+    return out
 
 # %% ../nbs/02_data.ipynb #3b3ba3b8
 def _sha(*parts) -> str:
