@@ -86,3 +86,7 @@ def test_noise_bench_from_the_command_line(tmp_path):
     assert {"detection.md", "roc.png"} <= {p.name for p in (tmp_path / "tiny").iterdir()}
     bad = subprocess.run([sys.executable, "-m", "tokclean", "noise-bench", "--preset", "tiny", "--parts", "detect"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--parts 'detect'" in bad.stderr
+    for extra, says in ((["--rates", "splice:2:0.3"], "--rates: noise rate 'splice:2:0.3'"), (["--rates", "typo:0.1:0.3"], "noise kind 'typo'"),
+                        (["--set", "train.lr=1"], "noise-bench takes no --set")):
+        bad = subprocess.run([sys.executable, "-m", "tokclean", "noise-bench", "--preset", "tiny", *extra], capture_output=True, text=True)
+        assert bad.returncode == 2 and says in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr

@@ -292,6 +292,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'tokclean.noise_bench.rounds_frame': ('noise_bench.html#rounds_frame', 'tokclean/noise_bench.py'),
                                       'tokclean.noise_bench.run_bench': ('noise_bench.html#run_bench', 'tokclean/noise_bench.py'),
                                       'tokclean.noise_bench.self_check': ('noise_bench.html#self_check', 'tokclean/noise_bench.py'),
+                                      'tokclean.noise_bench.study_name': ('noise_bench.html#study_name', 'tokclean/noise_bench.py'),
                                       'tokclean.noise_bench.write_data': ('noise_bench.html#write_data', 'tokclean/noise_bench.py'),
                                       'tokclean.noise_bench.write_outputs': ('noise_bench.html#write_outputs', 'tokclean/noise_bench.py')},
             'tokclean.paper': { 'tokclean.paper.PaperRun': ('paper.html#paperrun', 'tokclean/paper.py'),
