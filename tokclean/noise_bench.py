@@ -203,7 +203,7 @@ def _spread(lb, lr) -> dict:
     d = np.abs(lb.astype(np.float64) - lr)
     return {"mean_abs_diff": float(d.mean()), "share_over_0.1": float((d > 0.1).mean())}
 
-# %% ../nbs/08d_noise_bench.ipynb #fb997c5e
+# %% ../nbs/08d_noise_bench.ipynb #4d98aeb1
 def run_bench(preset: str = "demo", out="runs/noise", results="paper_figs/noise/results.json", parts=("detection", "rounds", "downstream"),
               bench: Bench | None = None, log=print) -> dict:
     "Run (or resume) the token-noise benchmark; rewrite `results` after every part; return the results."
@@ -222,7 +222,7 @@ def run_bench(preset: str = "demo", out="runs/noise", results="paper_figs/noise/
            "data": {k: str(v) for k, v in paths.items()}, "records": [], "rounds": [], "downstream": {}}
     if results.exists():
         before = json.loads(results.read_text())
-        if before.get("bench") == res["bench"]: res = {**before, "notes": notes}  # resume: keep the finished parts
+        if before.get("bench") == json.loads(json.dumps(res["bench"])): res = {**before, "notes": notes}  # resume: keep the finished parts
     save = lambda: write_json(results, res)
     pool = load_sft(paths["pool_noisy"], tok, **sft_kwargs(cfg.data))
     truth = token_truth(pool, rows["pool_noisy"], tok)
