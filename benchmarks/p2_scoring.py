@@ -29,7 +29,7 @@ def load(dtype: str, n: int, max_len: int):
 
 
 def naive(model, rows, batch_size: int):
-    import torch, torch.nn.functional as F
+    import torch
     from tokclean.scoring import collate
     out = []
     with torch.inference_mode():

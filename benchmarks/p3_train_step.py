@@ -17,7 +17,6 @@ import numpy as np
 
 
 def batches(tok_dtype: str, n_steps: int, batch_size: int, max_len: int, k: float):
-    import torch
     from tokclean.data import load_sft
     from tokclean.models import load_tokenizer
     from tokclean.training import collate_train

@@ -9,7 +9,7 @@ import pytest
 
 from tokclean import files
 
-from tokclean.config import ConfigError, get_config, load_config, preset, with_overrides
+from tokclean.config import ConfigError, get_config, load_config, preset
 from tokclean.data import DataError, load_sft
 from tokclean.fixtures import tiny_tokenizer
 from tokclean.models import check_same_vocab, load_model, resolve_model

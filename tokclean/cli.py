@@ -20,7 +20,7 @@ from .selection import select, select_kwargs
 
 # %% auto #0
 __all__ = ['LIBRARIES', 'COMMANDS', 'USER_ERRORS', 'library_versions', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets',
-           'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'm_stage',
+           'scores_for', 'cmd_score', 'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'stage_record',
            'cmd_eval', 'cmd_paper', 'cmd_noise_bench', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #4039f79c
@@ -150,7 +150,7 @@ def cmd_run(cfg, args):
     m = run_pipeline(with_overrides(cfg, {"run.pipeline": args.pipeline}))
     if process_state().is_main_process: print(f"final model: {m['final_model']}")
 
-# %% ../nbs/99_cli.ipynb #83eb84bd
+# %% ../nbs/99_cli.ipynb #602d261c
 def cmd_demo(cfg, args):
     "The embedded demo: Fixed-Model cleaning and the full-token baseline, then an HTML report."
     from tokclean.config import with_overrides
@@ -166,7 +166,7 @@ def cmd_demo(cfg, args):
         run_pipeline(c)
         dirs[p] = run_dir(c)
     out = write_report(dirs["fixed"], dirs["full"], Path(args.save or cfg.run.out_dir) / f"{cfg.run.preset}-report.html")
-    held = {**m_stage(dirs["full"], "heldout").get("mean_loss", {}), **m_stage(dirs["fixed"], "heldout").get("mean_loss", {})}
+    held = {**stage_record(dirs["full"], "heldout").get("mean_loss", {}), **stage_record(dirs["fixed"], "heldout").get("mean_loss", {})}
     print("held-out response loss: " + ", ".join(f"{k} {v:.4f}" for k, v in held.items()))
     print(f"report: {out}  ({time.time() - t0:.0f} s)")
 
@@ -177,16 +177,16 @@ def cmd_report(cfg, args):
     print(f"report: {write_report(args.cleaned, args.baseline, args.out)}")
 
 
-def m_stage(d, name) -> dict:
+def stage_record(d, name) -> dict:
     "One stage's record in a run directory's manifest ({} if absent)."
     return json.loads((Path(d) / "manifest.json").read_text())["stages"].get(name, {})
 
-# %% ../nbs/99_cli.ipynb #aa9498ca
+# %% ../nbs/99_cli.ipynb #8f1d5c4f
 def cmd_eval(cfg, args):
     "Evaluate a model (default: model.base) on the eval config's benchmarks through lm-eval; print and save the scores."
     from tokclean.evaluation import eval_kwargs, evaluate
     model = args.model or cfg.model.base
-    rec = evaluate(model, **eval_kwargs(cfg.eval), device=cfg.model.device if cfg.model.device != "auto" else None,
+    evaluate(model, **eval_kwargs(cfg.eval), device=cfg.model.device if cfg.model.device != "auto" else None,
                    out=args.out)
     if args.out: print(f"saved to {args.out}")
 

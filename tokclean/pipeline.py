@@ -132,13 +132,13 @@ def _train(run: Run, start: str, data, out: str) -> dict:
             "first_loss": res.log[0]["loss"] if res.log else None, "last_loss": res.log[-1]["loss"] if res.log else None,
             "steps": len(res.log)}
 
-# %% ../nbs/08_pipeline.ipynb #adf45608
+# %% ../nbs/08_pipeline.ipynb #0c93c08e
 def _select_stage(run: Run, sft: SFTData, base: dict | None, ref: dict | None, method: str) -> tuple[dict, object]:
     cfg = run.cfg
     n = int(np.sum(sft.dataset["n_response"]))
     offsets = response_offsets(sft.dataset["n_response"])
-    lb = _load_loss(base, sft) if base else np.zeros(n, dtype=np.float32)
-    sel = select(lb, _load_loss(ref, sft) if ref else None, offsets, **{**select_kwargs(cfg), "method": method},
+    loss_base = _load_loss(base, sft) if base else np.zeros(n, dtype=np.float32)
+    sel = select(loss_base, _load_loss(ref, sft) if ref else None, offsets, **{**select_kwargs(cfg), "method": method},
                  sources=sft.dataset["source"])
     return {"stats": asdict(sel.stats), "keep_sha256": mask_sha256(sel.keep)}, sel
 

@@ -161,7 +161,7 @@ def _score_shard(model, rows, batch_size, max_batch_tokens) -> np.ndarray:
         for i, piece in zip(idx, np.split(flat, np.cumsum(n[idx])[:-1])): out[offsets[i] : offsets[i + 1]] = piece
     return out
 
-# %% ../nbs/04_scoring.ipynb #bc5fac0a
+# %% ../nbs/04_scoring.ipynb #e28602ca
 def _shard_done(d: Path, k: int, expected: int) -> bool:
     meta = d / f"shard-{k:05d}.json"
     if not meta.exists(): return False
@@ -170,7 +170,7 @@ def _shard_done(d: Path, k: int, expected: int) -> bool:
     return m["n"] == expected and f.exists() and sha256_file(f) == m["sha256"]
 
 
-def _merge(d: Path, n_shards: int, offsets: np.ndarray, key: dict, extra: dict) -> None:
+def _merge_shards(d: Path, n_shards: int, offsets: np.ndarray, key: dict, extra: dict) -> None:
     loss = np.concatenate([np.load(d / f"shard-{k:05d}.npy") for k in range(n_shards)])
     if len(loss) != offsets[-1]: raise RuntimeError(f"{d}: merged {len(loss)} losses, expected {offsets[-1]}")
     sha = {"loss.npy": save_npy(d / "loss.npy", loss), "offsets.npy": save_npy(d / "offsets.npy", offsets)}
@@ -200,7 +200,7 @@ def process_state():
     kw = {"timeout": datetime.timedelta(seconds=float(limit))} if limit else {}
     return PartialState(cpu=not torch.cuda.is_available(), **kw)
 
-# %% ../nbs/04_scoring.ipynb #b14a7d0a
+# %% ../nbs/04_scoring.ipynb #b5b605c6
 def score_dataset(model, sft, model_id: str | None = None, batch_size: int = 8, max_batch_tokens: int = 16384,
                   shard_size: int = 1024, cache_dir: str | None = None, progress: bool = True) -> Scores:
     "Per-token losses of `model` on the tokenized `sft` data, from the cache when every input matches (keywords follow `ScoreCfg`)."
@@ -231,7 +231,7 @@ def score_dataset(model, sft, model_id: str | None = None, batch_size: int = 8, 
     model.train(was_training)
     state.wait_for_everyone()
     if state.is_main_process:
-        _merge(d, n_shards, offsets, key, {"model_id": model_id, "processes": state.num_processes, "seconds": round(time.time() - t0, 2),
+        _merge_shards(d, n_shards, offsets, key, {"model_id": model_id, "processes": state.num_processes, "seconds": round(time.time() - t0, 2),
                                            "data_fingerprint": sft.data_fingerprint, **sft.meta,
                                            "data_report": {"samples": len(ds), "source_counts": sft.report.sources}})
     state.wait_for_everyone()
