@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tokclean.scoring import response_offsets
-from tokclean.selection import _chunks, score_chunks, select, top_k, top_k_stream, top_k_threshold
+from tokclean.selection import array_chunks, score_chunks, select, top_k, top_k_stream, top_k_threshold
 
 
 def official_global(base: list[list[float]], ref: list[list[float]], k: float) -> set:
@@ -64,12 +64,12 @@ def test_streaming_threshold_is_exact(seed):
     rng = np.random.default_rng(seed)
     x = np.round(rng.standard_t(3, 200_000) * 64) / 64
     m = int(len(x) * 0.6)
-    full = top_k_threshold(_chunks(x), m)
-    tight = top_k_threshold(_chunks(x, 3000), m, bins=8, max_candidates=100)
+    full = top_k_threshold(array_chunks(x), m)
+    tight = top_k_threshold(array_chunks(x, 3000), m, bins=8, max_candidates=100)
     assert (tight.value, tight.ties, tight.rank_error) == (full.value, full.ties, 0) and tight.passes > full.passes
     ref = np.zeros(len(x), dtype=bool)
     ref[np.argsort(-x, kind="stable")[:m]] = True
-    assert (top_k(x, 0.6)[0] == ref).all() and (top_k_stream(_chunks(x, 3000), len(x), 0.6)[0] == ref).all()
+    assert (top_k(x, 0.6)[0] == ref).all() and (top_k_stream(array_chunks(x, 3000), len(x), 0.6)[0] == ref).all()
 
 
 def test_random_is_seeded_and_global():

@@ -10,10 +10,10 @@ from typing import Callable, Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['SELECTORS', 'token_scores', 'check_finite', 'Threshold', 'top_k_threshold', 'keep_from_threshold', 'top_k_stream',
-           'score_chunks', 'top_k', 'top_k_difference', 'sample_ids', 'select_sample', 'select_threshold',
-           'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample', 'selection_stats',
-           'select', 'select_kwargs', 'apply_keep']
+__all__ = ['METHODS', 'token_scores', 'check_finite', 'Threshold', 'array_chunks', 'top_k_threshold', 'keep_from_threshold',
+           'top_k_stream', 'score_chunks', 'top_k', 'top_k_difference', 'sample_ids', 'select_sample',
+           'select_threshold', 'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample',
+           'selection_stats', 'Method', 'needs_reference', 'select', 'select_kwargs', 'apply_keep']
 
 # %% ../nbs/05_selection.ipynb #b620ffbf
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
@@ -32,7 +32,7 @@ def check_finite(x: np.ndarray, name: str, chunk: int = 1 << 20):
     if bad: raise ValueError(f"{name} has {sum(int(b.sum()) for _, b in bad)} non-finite values (first at token "
                              f"{bad[0][0] + int(np.argmax(bad[0][1]))}); rescore in float32 (score.dtype=float32) or check the model")
 
-# %% ../nbs/05_selection.ipynb #f382fe6f
+# %% ../nbs/05_selection.ipynb #97534991
 @dataclass
 class Threshold:
     "The cut of a top-m selection: keep values > `value`, and the first `ties` values == `value`."
@@ -42,7 +42,7 @@ class Threshold:
     passes: int = 0  # passes over the data
 
 
-def _chunks(x, size: int = 1 << 20) -> Callable[[], Iterable[np.ndarray]]:
+def array_chunks(x, size: int = 1 << 20) -> Callable[[], Iterable[np.ndarray]]:
     "A re-iterable stream of views of an array (or of a memmap)."
     return lambda: (x[i : i + size] for i in range(0, len(x), size))
 
@@ -225,32 +225,62 @@ def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Thre
                           int(((kept == n) & (n > 0)).sum()), {**q, "mean": round(float(frac.mean()), 4) if len(frac) else None},
                           per_source, None if th is None else th.value, 0 if th is None else th.rank_error)
 
-# %% ../nbs/05_selection.ipynb #b10ac912
-SELECTORS = ("global", "sample", "threshold", "random", "full", "high-ppl")
+# %% ../nbs/05_selection.ipynb #725e9aee
+@dataclass(frozen=True)
+class Method:
+    "A selection method: how it keeps tokens, and which models' losses it reads."
+    keep: Callable  # (loss_base, loss_ref, offsets, k, tau, seed) -> (keep (N,), Threshold or None)
+    needs_base: bool  # reads the base model's losses
+    needs_ref: bool  # reads the reference's too: it ranks by score = loss_base - loss_ref
 
 
+def _on_disk(x) -> bool: return isinstance(x, np.memmap)  # a pool read from disk is streamed, never loaded whole
+
+
+def _global(loss_base, loss_ref, offsets, k, tau, seed):
+    if _on_disk(loss_base): return top_k_stream(score_chunks(loss_base, loss_ref), len(loss_base), k)
+    return top_k_difference(loss_base, loss_ref, k)
+
+
+def _high_ppl(loss_base, loss_ref, offsets, k, tau, seed):
+    if _on_disk(loss_base): return top_k_stream(array_chunks(loss_base), len(loss_base), k)
+    return top_k(loss_base, k)
+
+
+def _sample(loss_base, loss_ref, offsets, k, tau, seed): return select_sample(token_scores(loss_base, loss_ref), offsets, k), None
+def _threshold(loss_base, loss_ref, offsets, k, tau, seed): return select_threshold(token_scores(loss_base, loss_ref), tau), None
+def _random(loss_base, loss_ref, offsets, k, tau, seed): return select_random(len(loss_base), k, seed), None
+def _full(loss_base, loss_ref, offsets, k, tau, seed): return np.ones(len(loss_base), dtype=bool), None
+
+
+METHODS = {
+    "global": Method(_global, needs_base=True, needs_ref=True),  # the paper: the top k of the score over the whole pool
+    "sample": Method(_sample, needs_base=True, needs_ref=True),  # RHO: the top k of the score within each sample
+    "threshold": Method(_threshold, needs_base=True, needs_ref=True),  # every score >= tau
+    "random": Method(_random, needs_base=False, needs_ref=False),  # k of the tokens, uniformly (seeded)
+    "full": Method(_full, needs_base=False, needs_ref=False),  # every token
+    "high-ppl": Method(_high_ppl, needs_base=True, needs_ref=False),  # the top k of the base loss alone
+}
+
+
+def needs_reference(method: str, weighting: str = "hard") -> bool:
+    "Whether `select` needs reference losses for `method` with `weighting` (soft weights come from the score)."
+    return (method in METHODS and METHODS[method].needs_ref) or weighting == "soft"
+
+# %% ../nbs/05_selection.ipynb #7f55e0b7
 def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarray, method: str = "global", k: float = 0.6,
            tau: float = 0.0, seed: int = 42, weighting: str = "hard", temperature: float = 1.0, sources=None) -> Selection:
-    "Select response tokens by `method` (global, sample, threshold, random, full, high-ppl); keywords follow `SelectCfg`."
-    needs_ref = method in ("global", "sample", "threshold") or weighting == "soft"
-    if needs_ref and loss_ref is None: raise ValueError(f"select.method={method} needs reference-model losses")
-    if method not in SELECTORS: raise ValueError(f"select.method={method!r}: use one of {', '.join(SELECTORS)}")
+    "Select response tokens by `method` (a key of `METHODS`); keywords follow `SelectCfg`."
+    if needs_reference(method, weighting) and loss_ref is None: raise ValueError(f"select.method={method} needs reference-model losses")
+    if method not in METHODS: raise ValueError(f"select.method={method!r}: use one of {', '.join(METHODS)}")
     if len(loss_base) != offsets[-1]: raise ValueError(f"the losses cover {len(loss_base)} tokens but the offsets {offsets[-1]}: "
                                                         "they come from different data")
     check_finite(loss_base, "loss_base")
     if loss_ref is not None:
         if loss_ref.shape != loss_base.shape: token_scores(loss_base, loss_ref)  # raises with the explanation
         check_finite(loss_ref, "loss_ref")
-    n, th = len(loss_base), None
-    full_score = lambda: token_scores(loss_base, loss_ref)  # (N,) float64: only the methods that need it build it
-    on_disk = isinstance(loss_base, np.memmap)  # a pool read from disk is streamed, never loaded whole
-    if method == "global": keep, th = top_k_stream(score_chunks(loss_base, loss_ref), n, k) if on_disk else top_k_difference(loss_base, loss_ref, k)
-    elif method == "sample": keep = select_sample(full_score(), offsets, k)
-    elif method == "threshold": keep = select_threshold(full_score(), tau)
-    elif method == "random": keep = select_random(n, k, seed)
-    elif method == "full": keep = np.ones(n, dtype=bool)
-    else: keep, th = top_k_stream(_chunks(loss_base), n, k) if on_disk else top_k(loss_base, k)  # high-ppl: base loss alone
-    weights = soft_weights(full_score(), temperature) * keep if weighting == "soft" else None
+    keep, th = METHODS[method].keep(loss_base, loss_ref, offsets, k, tau, seed)
+    weights = soft_weights(token_scores(loss_base, loss_ref), temperature) * keep if weighting == "soft" else None
     return Selection(keep, selection_stats(keep, offsets, method, k, sources, th), weights)
 
 
