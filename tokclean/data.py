@@ -20,8 +20,8 @@ __all__ = ['DATA_ALIASES', 'FLAN_COLUMNS', 'SUFFIXES', 'ROLES', 'FORMAT_READERS'
            'read_rows', 'detect_format', 'from_messages', 'from_prompt_completion', 'from_alpaca', 'from_flan_cot',
            'from_oasst', 'check_messages', 'trained', 'render_tulu', 'special_tokens', 'render_chat',
            'labels_from_spans', 'DataReport', 'check_unique_id', 'iter_conversations', 'take_conversations',
-           'tokenizer_fingerprint', 'SFTData', 'split_rows', 'load_sft', 'sft_kwargs', 'label_runs', 'expected_answers',
-           'label_check']
+           'tokenizer_fingerprint', 'render_conversation', 'SFTData', 'split_rows', 'load_sft', 'sft_kwargs',
+           'label_runs', 'expected_answers', 'label_check']
 
 # %% ../nbs/02_data.ipynb #8be09e0a
 DATA_ALIASES = {"alpaca-gpt4-demo": alpaca_demo_path}
@@ -353,8 +353,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
     spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}  # call-time state
     return _sha(json.dumps(spec, sort_keys=True), tokenizer.eos_token, tokenizer.chat_template or "")
 
-# %% ../nbs/02_data.ipynb #30adc7ec
-def _render(msgs, where: str, tokenizer, template: str, turn_end: str = "eos"):
+# %% ../nbs/02_data.ipynb #0629a89f
+def render_conversation(msgs, where: str, tokenizer, template: str, turn_end: str = "eos"):
     "Text and answer spans of one conversation; a template that cannot render it is a bad row."
     if template == "tulu": return render_tulu(msgs, tokenizer.eos_token, turn_end)
     try: return render_chat(msgs, tokenizer)
@@ -367,7 +367,7 @@ def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataRep
     if template == "tulu" and not tokenizer.eos_token: raise ValueError("the tokenizer has no eos_token; the Tulu template needs one")
     rendered = []
     for where, msgs, source in batch:
-        try: rendered.append((where, msgs, source, *_render(msgs, where, tokenizer, template, turn_end)))
+        try: rendered.append((where, msgs, source, *render_conversation(msgs, where, tokenizer, template, turn_end)))
         except DataError as err: report.bad(err, on_bad)
     # the Tulu text has no BOS of its own, so the tokenizer adds what it always adds; a chat template writes its own
     enc = tokenizer([r[3] for r in rendered], return_offsets_mapping=True, add_special_tokens=template == "tulu")

@@ -161,7 +161,7 @@ def write_rows(path, rows: list[dict]) -> Path:
     "Write rows as JSONL (one per line: the data module's file:line names each sample), atomically."
     return write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
 
-# %% ../nbs/05b_noise.ipynb #2470e3f9
+# %% ../nbs/05b_noise.ipynb #b9d891b4
 @dataclass
 class Truth:
     "Ground truth over the flat response tokens (N,): corrupted or not, and each token's noise kind (-1: clean)."
@@ -175,14 +175,14 @@ class Truth:
 
 def token_truth(sft, rows: list[dict], tokenizer) -> Truth:
     "The corrupted mask over `sft`'s response tokens, from the `noise` ranges of the rows its file was written from."
-    from tokclean.data import _render, trained
+    from tokclean.data import render_conversation, trained
     kinds = tuple(NOISE_KINDS)
     template, turn_end, max_len = sft.meta["template"], sft.meta.get("turn_end", "eos"), sft.meta["max_len"]
     flags, codes, sample_kind = [], [], []
     for row in sft.dataset:
         src = rows[int(row["where"].rsplit(":", 1)[1]) - 1]  # file:line -> the row it was read from
         msgs, noise = src["messages"], src["noise"]
-        text, spans = _render(msgs, row["where"], tokenizer, template, turn_end)
+        text, spans = render_conversation(msgs, row["where"], tokenizer, template, turn_end)
         enc = tokenizer([text], return_offsets_mapping=True, add_special_tokens=template == "tulu")
         ids, offs = enc["input_ids"][0][:max_len], np.asarray(enc["offset_mapping"][0][:max_len]).reshape(-1, 2)
         if ids != row["input_ids"]: raise ValueError(f"{row['where']}: the rows do not render to this data set's tokens: pass the rows it was read from")

@@ -19,8 +19,8 @@ from .selection import METHODS
 __all__ = ['REFERENCE_CSV', 'AUTHOR_TASKS', 'PRESET_MODELS', 'AUTHOR_METHODS', 'TABLE_COLUMNS', 'MAIN_RUNS', 'SWEEP_KS',
            'PREVIOUS', 'ABLATION_RUNS', 'TABLES', 'OFF_THE_SHELF', 'DS2_WARMUP_NOTE', 'TABLE_KEYS', 'authors_results',
            'main_table', 'save_table', 'PaperRun', 'PaperTable', 'table_runs', 'study_config', 'run_config',
-           'off_the_shelf', 'run_table', 'ours_frame', 'theirs_frame', 'compare_frame', 'matthew_long', 'plot_matthew',
-           'data_statistics', 'plan_table', 'plan_by_run', 'render_table']
+           'off_the_shelf', 'run_table', 'ours_frame', 'theirs_frame', 'compare_frame', 'matthew_wide', 'matthew_long',
+           'plot_matthew', 'data_statistics', 'plan_table', 'plan_by_run', 'render_table']
 
 # %% ../nbs/08c_paper.ipynb #ab431086
 REFERENCE_CSV = Path(__file__).parent / "reference_results.csv" if "__file__" in globals() else Path("../tokclean/reference_results.csv")
@@ -284,9 +284,14 @@ def compare_frame(records: list[dict], authors, table: str, model: str, seeds, d
     df.index = pd.MultiIndex.from_tuples([(*(k if isinstance(k, tuple) else (k,)), w) for k, w in df.index], names=[*keys, ""])
     return df.assign(seeds=[n[k[0] if len(keys) == 1 else k[:-1]] for k in df.index])
 
-# %% ../nbs/08c_paper.ipynb #2c1610b4
+# %% ../nbs/08c_paper.ipynb #975a460c
+def matthew_wide(authors) -> "pd.DataFrame":
+    "The authors' Matthew-effect rows as one row per iteration (0 the base, r + 1 after round r) and one column per benchmark."
+    return _keyed(authors).pivot_table(index="iteration", columns="task", values="value").rename(columns=TABLE_COLUMNS)
+
+
 def matthew_long(frame) -> "pd.DataFrame":
-    "A long (iteration, benchmark, score) table from `ours_frame` (or `_keyed` authors' rows pivoted the same way)."
+    "A long (iteration, benchmark, score) table from `ours_frame` (or from `matthew_wide`, its index reset)."
     cols = [c for c in PAPER_COLUMNS.values() if c in frame]
     return frame.melt(id_vars=["iteration"], value_vars=cols, var_name="benchmark", value_name="score").dropna()
 
@@ -421,7 +426,7 @@ def plan_by_run(costs) -> "pd.DataFrame":
     total = pd.DataFrame([{"stages": len(df), "hours": df.hours.sum(), "peak_gib": df.peak_gib.max(), "fits": bool(df.fits.all())}], index=["total"])
     return pd.concat([g, total]).round({"hours": 2, "peak_gib": 1})
 
-# %% ../nbs/08c_paper.ipynb #1f3e8160
+# %% ../nbs/08c_paper.ipynb #743122b8
 def render_table(result: dict, out, authors=None) -> list[Path]:
     "Write the comparison of a table's results with the authors' (and the Matthew-effect figure) under `out`; the paths."
     authors = authors_results() if authors is None else authors
@@ -430,8 +435,7 @@ def render_table(result: dict, out, authors=None) -> list[Path]:
     title = f"{table}, {result['preset']} (seeds {', '.join(map(str, result['seeds']))}) against the authors' {model}"
     paths = save_table(frame, f"{result['preset']}-{table}", title, out)
     if table == "matthew":
-        theirs = _keyed(authors[(authors.table == "matthew_effect") & (authors.base_model == model)])
-        theirs = matthew_long(theirs.pivot_table(index="iteration", columns="task", values="value").rename(columns=TABLE_COLUMNS).reset_index())
+        theirs = matthew_long(matthew_wide(authors[(authors.table == "matthew_effect") & (authors.base_model == model)]).reset_index())
         fig = plot_matthew(matthew_long(ours_frame(result["records"])), theirs, title)
         fig.savefig(Path(out) / f"{result['preset']}-matthew.png", dpi=150); paths.append(Path(out) / f"{result['preset']}-matthew.png")
     if result.get("data_statistics"):

@@ -18,7 +18,7 @@ from .files import cache_dir as tokclean_cache, save_npy, sha256_file, write_jso
 # %% auto #0
 __all__ = ['SCORING_VERSION', 'length_batches', 'collate', 'final_hidden', 'labelled_losses', 'token_losses', 'response_offsets',
            'per_position', 'weights_fingerprint', 'model_fingerprint', 'Scores', 'load_scores', 'score_key',
-           'check_vocab_covers', 'score_kwargs', 'process_state', 'score_dataset']
+           'score_rows', 'check_vocab_covers', 'score_kwargs', 'process_state', 'score_dataset']
 
 # %% ../nbs/04_scoring.ipynb #9f8cd0fd
 def length_batches(lengths, batch_size: int = 8, max_batch_tokens: int = 16384) -> list[np.ndarray]:
@@ -144,7 +144,7 @@ def load_scores(path, mmap: bool = False, sft=None) -> Scores:
                          "Score this data again, or pass the scores that belong to it")
     return Scores(np.load(path / "loss.npy", mmap_mode="r" if mmap else None), np.load(path / "offsets.npy"), m, path)
 
-# %% ../nbs/04_scoring.ipynb #104a1f2f
+# %% ../nbs/04_scoring.ipynb #da25eda0
 def score_key(model_fp: str, data_fp: str, dtype, batch_size: int, max_batch_tokens: int, shard_size: int) -> dict:
     "Everything that shapes the numbers, as a dict (its hash names the cache directory)."
     return {"model": model_fp, "data": data_fp, "dtype": str(dtype).removeprefix("torch."), "batch_size": batch_size,
@@ -152,8 +152,8 @@ def score_key(model_fp: str, data_fp: str, dtype, batch_size: int, max_batch_tok
             "tokclean": tokclean.__version__}
 
 
-def _score_shard(model, rows, batch_size, max_batch_tokens) -> np.ndarray:
-    "Flat losses of a shard's rows, in row order. Right padding with id 0: causal attention never looks at it."
+def score_rows(model, rows, batch_size: int = 8, max_batch_tokens: int = 16384) -> np.ndarray:
+    "Flat losses (N,) of rows of a tokenized data set, in row order (a shard's work; no cache). Right padding with id 0: causal attention never looks at it."
     n = np.array([r["n_response"] for r in rows])
     offsets, out = response_offsets(n), np.empty(int(n.sum()), dtype=np.float32)
     for idx in length_batches([len(r["input_ids"]) for r in rows], batch_size, max_batch_tokens):
@@ -200,7 +200,7 @@ def process_state():
     kw = {"timeout": datetime.timedelta(seconds=float(limit))} if limit else {}
     return PartialState(cpu=not torch.cuda.is_available(), **kw)
 
-# %% ../nbs/04_scoring.ipynb #b5b605c6
+# %% ../nbs/04_scoring.ipynb #5f1c3812
 def score_dataset(model, sft, model_id: str | None = None, batch_size: int = 8, max_batch_tokens: int = 16384,
                   shard_size: int = 1024, cache_dir: str | None = None, progress: bool = True) -> Scores:
     "Per-token losses of `model` on the tokenized `sft` data, from the cache when every input matches (keywords follow `ScoreCfg`)."
@@ -224,7 +224,7 @@ def score_dataset(model, sft, model_id: str | None = None, batch_size: int = 8, 
     model.eval()
     for k in todo:
         rows = [ds[i] for i in range(k * shard_size, min((k + 1) * shard_size, len(ds)))]
-        sha = save_npy(d / f"shard-{k:05d}.npy", _score_shard(model, rows, batch_size, max_batch_tokens))
+        sha = save_npy(d / f"shard-{k:05d}.npy", score_rows(model, rows, batch_size, max_batch_tokens))
         write_json(d / f"shard-{k:05d}.json", {"n": int(sum(r["n_response"] for r in rows)), "sha256": sha})
         bar.update()
     bar.close()
