@@ -18,7 +18,7 @@ from .files import cache_dir as tokclean_cache, save_npy, sha256_file, write_jso
 # %% auto #0
 __all__ = ['SCORING_VERSION', 'length_batches', 'collate', 'final_hidden', 'labelled_losses', 'token_losses', 'response_offsets',
            'per_position', 'weights_fingerprint', 'model_fingerprint', 'Scores', 'load_scores', 'score_key',
-           'score_rows', 'check_vocab_covers', 'score_kwargs', 'process_state', 'score_dataset']
+           'score_rows', 'check_vocab_covers', 'score_dtype', 'score_kwargs', 'process_state', 'score_dataset']
 
 # %% ../nbs/04_scoring.ipynb #9f8cd0fd
 def length_batches(lengths, batch_size: int = 8, max_batch_tokens: int = 16384) -> list[np.ndarray]:
@@ -32,17 +32,19 @@ def length_batches(lengths, batch_size: int = 8, max_batch_tokens: int = 16384) 
         current.append(i)
     return batches + ([np.array(current)] if current else [])
 
-# %% ../nbs/04_scoring.ipynb #ce53bb89
-def collate(rows: list[dict], pad_id: int, device="cpu") -> dict:
-    "Right-padded `input_ids`, `attention_mask` and `labels` tensors for rows of a tokenized data set."
+# %% ../nbs/04_scoring.ipynb #7d79d43a
+def collate(rows: list[dict], pad_id: int = 0, device="cpu") -> dict:
+    "Right-padded (B, T) tensors of `input_ids`, `attention_mask`, `labels` (and `weights`, when rows have them): scoring and training."
     width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    out = {"input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),  # (B, T)
+           "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),  # (B, T)
+           "labels": torch.full((len(rows), width), -100, dtype=torch.long)}  # (B, T)
+    if "weights" in rows[0]: out["weights"] = torch.zeros((len(rows), width), dtype=torch.float32)  # (B, T) soft selection
     for i, r in enumerate(rows):
         n = len(r["input_ids"])
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+        out["input_ids"][i, :n], out["attention_mask"][i, :n], out["labels"][i, :n] = torch.tensor(r["input_ids"]), 1, torch.tensor(r["labels"])
+        if "weights" in out: out["weights"][i, :n] = torch.tensor(r["weights"])
+    return {k: v.to(device) for k, v in out.items()}
 
 # %% ../nbs/04_scoring.ipynb #f4261928
 def _logit_transform(config):
@@ -144,7 +146,7 @@ def load_scores(path, mmap: bool = False, sft=None) -> Scores:
                          "Score this data again, or pass the scores that belong to it")
     return Scores(np.load(path / "loss.npy", mmap_mode="r" if mmap else None), np.load(path / "offsets.npy"), m, path)
 
-# %% ../nbs/04_scoring.ipynb #da25eda0
+# %% ../nbs/04_scoring.ipynb #c1471379
 def score_key(model_fp: str, data_fp: str, dtype, batch_size: int, max_batch_tokens: int, shard_size: int) -> dict:
     "Everything that shapes the numbers, as a dict (its hash names the cache directory)."
     return {"model": model_fp, "data": data_fp, "dtype": str(dtype).removeprefix("torch."), "batch_size": batch_size,
@@ -157,7 +159,8 @@ def score_rows(model, rows, batch_size: int = 8, max_batch_tokens: int = 16384) 
     n = np.array([r["n_response"] for r in rows])
     offsets, out = response_offsets(n), np.empty(int(n.sum()), dtype=np.float32)
     for idx in length_batches([len(r["input_ids"]) for r in rows], batch_size, max_batch_tokens):
-        flat = token_losses(model, **collate([rows[i] for i in idx], 0, model.device)).cpu().numpy()
+        b = collate([rows[i] for i in idx], 0, model.device)
+        flat = token_losses(model, b["input_ids"], b["attention_mask"], b["labels"]).cpu().numpy()
         for i, piece in zip(idx, np.split(flat, np.cumsum(n[idx])[:-1])): out[offsets[i] : offsets[i + 1]] = piece
     return out
 
@@ -179,13 +182,18 @@ def _merge_shards(d: Path, n_shards: int, offsets: np.ndarray, key: dict, extra:
     for k in range(n_shards): (d / f"shard-{k:05d}.npy").unlink(); (d / f"shard-{k:05d}.json").unlink()
     for stale in d.glob(".*.tmp"): stale.unlink()  # half-written files of killed runs (every process has finished by now)
 
-# %% ../nbs/04_scoring.ipynb #4b6f3323
+# %% ../nbs/04_scoring.ipynb #ee163515
 def check_vocab_covers(model, sft):
     "Raise if the data hold token ids the model has no embedding for (data tokenized for another model)."
     rows = model.get_input_embeddings().weight.shape[0]
     top = max(max(ids) for ids in sft.dataset["input_ids"])
     if top >= rows: raise ValueError(f"the data hold token id {top} but the model embeds only {rows} tokens: "
                                      "tokenize with this model's tokenizer")
+
+
+def score_dtype(cfg) -> str:
+    "The dtype a model is loaded in for scoring: `score.dtype`, or `model.dtype` when that is auto."
+    return cfg.score.dtype if cfg.score.dtype != "auto" else cfg.model.dtype
 
 
 def score_kwargs(score_cfg) -> dict:
