@@ -12,10 +12,10 @@ import numpy as np
 from .files import BadInput
 
 # %% auto #0
-__all__ = ['METHODS', 'token_scores', 'check_finite', 'Threshold', 'array_chunks', 'top_k_threshold', 'keep_from_threshold',
-           'top_k_stream', 'score_chunks', 'top_k', 'top_k_difference', 'sample_ids', 'select_sample',
+__all__ = ['METHODS', 'token_scores', 'check_finite', 'Threshold', 'top_k', 'apply_keep', 'top_k_difference', 'array_chunks',
+           'score_chunks', 'top_k_threshold', 'keep_from_threshold', 'top_k_stream', 'sample_ids', 'select_sample',
            'select_threshold', 'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample',
-           'selection_stats', 'Method', 'needs_reference', 'select', 'select_kwargs', 'apply_keep']
+           'selection_stats', 'Method', 'needs_reference', 'select', 'select_kwargs']
 
 # %% ../nbs/05_selection.ipynb #47ef234a
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
@@ -34,7 +34,7 @@ def check_finite(x: np.ndarray, name: str, chunk: int = 1 << 20):
     if bad: raise BadInput(f"{name} has {sum(int(b.sum()) for _, b in bad)} non-finite values (first at token "
                              f"{bad[0][0] + int(np.argmax(bad[0][1]))}); rescore in float32 (score.dtype=float32) or check the model")
 
-# %% ../nbs/05_selection.ipynb #97534991
+# %% ../nbs/05_selection.ipynb #75349042
 @dataclass
 class Threshold:
     "The cut of a top-m selection: keep values > `value`, and the first `ties` values == `value`."
@@ -43,12 +43,57 @@ class Threshold:
     rank_error: int = 0  # 0 when exact; else at most this many tokens may sit on the wrong side
     passes: int = 0  # passes over the data
 
+# %% ../nbs/05_selection.ipynb #26c4a611
+def top_k(values: np.ndarray, k: float) -> tuple[np.ndarray, Threshold]:
+    "Keep the top `int(N * k)` values of an array; ties go to the earlier one. Linear time."
+    n, m = len(values), int(len(values) * k)
+    if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
+    v = np.partition(values, n - m)[n - m]  # the m-th largest
+    keep = values > v
+    ties = m - int(np.count_nonzero(keep))
+    keep[np.flatnonzero(values == v)[:ties]] = True
+    return keep, Threshold(float(v), ties)
 
+# %% ../nbs/05_selection.ipynb #931ecdba
+def apply_keep(labels: list, keep: np.ndarray, offsets: np.ndarray) -> list:
+    "New labels per sample: the token id where the response token is kept, -100 elsewhere."
+    out = []
+    for i, lab in enumerate(labels):  # a loop over samples; the work inside is vectorised
+        lab = np.array(lab)
+        resp = np.flatnonzero(lab != -100)
+        lab[resp[~keep[offsets[i] : offsets[i + 1]]]] = -100
+        out.append(lab.tolist())
+    return out
+
+# %% ../nbs/05_selection.ipynb #bbb919bf
+def top_k_difference(a: np.ndarray, b: np.ndarray, k: float) -> tuple[np.ndarray, Threshold]:
+    "Keep the top `int(N * k)` of the float64 differences `a - b` (float32 inputs), ties to the earlier; 5 bytes a token."
+    n, m = len(a), int(len(a) * k)
+    if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
+    d = np.subtract(a, b, dtype=np.float32)  # (N,) rounded, monotone: it orders like the exact score, up to merged ties
+    d.partition(n - m)  # in place: no second (N,) array
+    v = d[n - m]  # the m-th largest rounded score
+    np.subtract(a, b, out=d)  # recompute in the same buffer
+    keep = d > v  # certainly in the top m: their exact scores beat every token at or below v
+    at = np.concatenate([np.flatnonzero(d[i : i + (1 << 20)] == v) + i for i in range(0, n, 1 << 20)])  # the boundary (chunked:
+    # no (N,) temporary), ordered by the exact float64 score, earliest first
+    exact = a[at].astype(np.float64) - b[at]
+    chosen = np.lexsort((at, -exact))[: m - int(np.count_nonzero(keep))]
+    keep[at[chosen]] = True
+    cut = exact[chosen[-1]] if len(chosen) else float(v)
+    return keep, Threshold(float(cut), int(np.count_nonzero(exact[chosen] == cut)))
+
+# %% ../nbs/05_selection.ipynb #d517b815
 def array_chunks(x, size: int = 1 << 20) -> Callable[[], Iterable[np.ndarray]]:
     "A re-iterable stream of views of an array (or of a memmap)."
     return lambda: (x[i : i + size] for i in range(0, len(x), size))
 
-# %% ../nbs/05_selection.ipynb #605528fc
+
+def score_chunks(loss_base: np.ndarray, loss_ref: np.ndarray, chunk: int = 1 << 20):
+    "The scores as a re-iterable stream of float64 chunks, computed on the fly: no (N,) float64 array is ever held."
+    return lambda: (loss_base[i : i + chunk].astype(np.float64) - loss_ref[i : i + chunk] for i in range(0, len(loss_base), chunk))
+
+# %% ../nbs/05_selection.ipynb #36017596
 def _bins(c: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
     "Equal-width bin of each value of `c` in [lo, hi]. Monotone in the value, so every bin holds an interval of values."
     return np.minimum(((c - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
@@ -63,7 +108,7 @@ def _window(stream, lo: float, hi: float, bins: int = 0, j: int = 0) -> tuple[in
         if len(inside): n, wlo, whi = n + len(inside), min(wlo, inside.min()), max(whi, inside.max())
     return n, float(wlo), float(whi)
 
-
+# %% ../nbs/05_selection.ipynb #97a70dd8
 def top_k_threshold(stream: Callable[[], Iterable[np.ndarray]], m: int, bins: int = 1 << 16, max_candidates: int = 1 << 22,
                    max_passes: int = 16) -> Threshold:
     "The threshold of the `m` largest values of a stream (a function returning an iterable of arrays)."
@@ -84,7 +129,7 @@ def top_k_threshold(stream: Callable[[], Iterable[np.ndarray]], m: int, bins: in
     v = np.partition(cand, len(cand) - r)[len(cand) - r]  # the r-th largest candidate
     return Threshold(float(v), r - int(np.count_nonzero(cand > v)), 0, passes + 1)
 
-# %% ../nbs/05_selection.ipynb #9785decf
+# %% ../nbs/05_selection.ipynb #1a73206c
 def keep_from_threshold(stream, th: Threshold, n: int) -> np.ndarray:
     "The keep mask (n,) of a threshold: values above it, then the earliest values equal to it (stream order)."
     keep, at, ties = np.empty(n, dtype=bool), 0, th.ties
@@ -105,40 +150,6 @@ def top_k_stream(stream, n: int, k: float) -> tuple[np.ndarray, Threshold]:
     th = top_k_threshold(stream, m)
     return keep_from_threshold(stream, th, n), th
 
-
-def score_chunks(loss_base: np.ndarray, loss_ref: np.ndarray, chunk: int = 1 << 20):
-    "The scores as a re-iterable stream of float64 chunks, computed on the fly: no (N,) float64 array is ever held."
-    return lambda: (loss_base[i : i + chunk].astype(np.float64) - loss_ref[i : i + chunk] for i in range(0, len(loss_base), chunk))
-
-# %% ../nbs/05_selection.ipynb #5d91b147
-def top_k(values: np.ndarray, k: float) -> tuple[np.ndarray, Threshold]:
-    "Keep the top `int(N * k)` values of an array; ties go to the earlier one. Linear time."
-    n, m = len(values), int(len(values) * k)
-    if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
-    v = np.partition(values, n - m)[n - m]  # the m-th largest
-    keep = values > v
-    ties = m - int(np.count_nonzero(keep))
-    keep[np.flatnonzero(values == v)[:ties]] = True
-    return keep, Threshold(float(v), ties)
-
-
-def top_k_difference(a: np.ndarray, b: np.ndarray, k: float) -> tuple[np.ndarray, Threshold]:
-    "Keep the top `int(N * k)` of the float64 differences `a - b` (float32 inputs), ties to the earlier; 5 bytes a token."
-    n, m = len(a), int(len(a) * k)
-    if m == 0: return np.zeros(n, dtype=bool), Threshold(np.inf, 0)
-    d = np.subtract(a, b, dtype=np.float32)  # (N,) rounded, monotone: it orders like the exact score, up to merged ties
-    d.partition(n - m)  # in place: no second (N,) array
-    v = d[n - m]  # the m-th largest rounded score
-    np.subtract(a, b, out=d)  # recompute in the same buffer
-    keep = d > v  # certainly in the top m: their exact scores beat every token at or below v
-    at = np.concatenate([np.flatnonzero(d[i : i + (1 << 20)] == v) + i for i in range(0, n, 1 << 20)])  # the boundary (chunked:
-    # no (N,) temporary), ordered by the exact float64 score, earliest first
-    exact = a[at].astype(np.float64) - b[at]
-    chosen = np.lexsort((at, -exact))[: m - int(np.count_nonzero(keep))]
-    keep[at[chosen]] = True
-    cut = exact[chosen[-1]] if len(chosen) else float(v)
-    return keep, Threshold(float(cut), int(np.count_nonzero(exact[chosen] == cut)))
-
 # %% ../nbs/05_selection.ipynb #cb117057
 def sample_ids(offsets: np.ndarray) -> np.ndarray:
     "The sample index of every token (N,), int32."
@@ -155,7 +166,7 @@ def select_sample(score: np.ndarray, offsets: np.ndarray, k: float) -> np.ndarra
     keep[order[rank < quota[sid[order]]]] = True
     return keep
 
-# %% ../nbs/05_selection.ipynb #a400b98e
+# %% ../nbs/05_selection.ipynb #ef18fa44
 def select_threshold(score: np.ndarray, tau: float) -> np.ndarray:
     "Keep every token whose score is at least `tau`."
     return score >= tau
@@ -167,7 +178,7 @@ def select_random(n: int, k: float, seed: int = 42) -> np.ndarray:
     keep[np.random.default_rng(seed).choice(n, int(n * k), replace=False)] = True
     return keep
 
-
+# %% ../nbs/05_selection.ipynb #43490976
 def soft_weights(score: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     "Per-token weights in (0, 1): a sigmoid of the standardised score (float32), for weighted training."
     z = (score - score.mean()) / (score.std() + 1e-12)
@@ -200,7 +211,7 @@ class Selection:
     stats: SelectionStats
     weights: np.ndarray | None = None
 
-# %% ../nbs/05_selection.ipynb #ccea756d
+# %% ../nbs/05_selection.ipynb #8f378411
 def kept_per_sample(keep: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     "Kept tokens per sample (S,), summed a group of samples at a time: no (N,) integer temporary."
     n, kept = np.diff(offsets), np.zeros(len(offsets) - 1, dtype=np.int64)
@@ -213,7 +224,7 @@ def kept_per_sample(keep: np.ndarray, offsets: np.ndarray, chunk: int = 1 << 20)
         kept[has[g0:g1]] = np.add.reduceat(keep[lo:hi].view(np.uint8), starts[g0:g1] - lo, dtype=np.int64)
     return kept
 
-
+# %% ../nbs/05_selection.ipynb #7b8dc441
 def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Threshold | None = None) -> SelectionStats:
     "Statistics of a keep mask: overall, per sample, per source."
     n, kept = np.diff(offsets), kept_per_sample(keep, offsets)  # (S,), (S,)
@@ -227,7 +238,7 @@ def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Thre
                           int(((kept == n) & (n > 0)).sum()), {**q, "mean": round(float(frac.mean()), 4) if len(frac) else None},
                           per_source, None if th is None else th.value, 0 if th is None else th.rank_error)
 
-# %% ../nbs/05_selection.ipynb #725e9aee
+# %% ../nbs/05_selection.ipynb #1e67085b
 @dataclass(frozen=True)
 class Method:
     "A selection method: how it keeps tokens, and which models' losses it reads."
@@ -254,7 +265,7 @@ def _threshold(loss_base, loss_ref, offsets, k, tau, seed): return select_thresh
 def _random(loss_base, loss_ref, offsets, k, tau, seed): return select_random(len(loss_base), k, seed), None
 def _full(loss_base, loss_ref, offsets, k, tau, seed): return np.ones(len(loss_base), dtype=bool), None
 
-
+# %% ../nbs/05_selection.ipynb #4302b22d
 METHODS = {
     "global": Method(_global, needs_base=True, needs_ref=True),  # the paper: the top k of the score over the whole pool
     "sample": Method(_sample, needs_base=True, needs_ref=True),  # RHO: the top k of the score within each sample
@@ -269,7 +280,7 @@ def needs_reference(method: str, weighting: str = "hard") -> bool:
     "Whether `select` needs reference losses for `method` with `weighting` (soft weights come from the score)."
     return (method in METHODS and METHODS[method].needs_ref) or weighting == "soft"
 
-# %% ../nbs/05_selection.ipynb #47407a72
+# %% ../nbs/05_selection.ipynb #01e6eb91
 def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarray, method: str = "global", k: float = 0.6,
            tau: float = 0.0, seed: int = 42, weighting: str = "hard", temperature: float = 1.0, sources=None) -> Selection:
     "Select response tokens by `method` (a key of `METHODS`); keywords follow `SelectCfg`."
@@ -285,20 +296,9 @@ def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarr
     weights = soft_weights(token_scores(loss_base, loss_ref), temperature) * keep if weighting == "soft" else None
     return Selection(keep, selection_stats(keep, offsets, method, k, sources, th), weights)
 
-
+# %% ../nbs/05_selection.ipynb #9ac8c283
 def select_kwargs(cfg) -> dict:
     "The keywords of `select` from a `Config`: `select.*`, with the random method's seed defaulting to `run.seed`."
     sc = cfg.select
     return {"method": sc.method, "k": sc.k, "tau": sc.tau, "seed": cfg.run.seed if sc.seed is None else sc.seed,
             "weighting": sc.weighting, "temperature": sc.temperature}
-
-# %% ../nbs/05_selection.ipynb #931ecdba
-def apply_keep(labels: list, keep: np.ndarray, offsets: np.ndarray) -> list:
-    "New labels per sample: the token id where the response token is kept, -100 elsewhere."
-    out = []
-    for i, lab in enumerate(labels):  # a loop over samples; the work inside is vectorised
-        lab = np.array(lab)
-        resp = np.flatnonzero(lab != -100)
-        lab[resp[~keep[offsets[i] : offsets[i + 1]]]] = -100
-        out.append(lab.tolist())
-    return out
