@@ -16,7 +16,7 @@ from .scoring import collate, labelled_losses, process_state
 
 # %% auto #0
 __all__ = ['TRAIN_FIELDS', 'kept_loss_sum', 'MaskedTrainer', 'lora_model', 'training_args', 'train_kwargs', 'TrainResult',
-           'grad_accum_for', 'train', 'GradCapture', 'first_step_grads', 'loss_curve']
+           'grad_accum_for', 'train_columns', 'train']
 
 # %% ../nbs/06_training.ipynb #043c406f
 def kept_loss_sum(model, input_ids, attention_mask, labels, weights=None) -> tuple[torch.Tensor, int]:
@@ -116,12 +116,13 @@ def grad_accum_for(global_batch: int, batch_size: int, processes: int, grad_accu
                          f"{batch_size} x {processes}; change one of them")
     return global_batch // per_pass
 
-# %% ../nbs/06_training.ipynb #88db0b20
-def _columns(dataset) -> object:
+# %% ../nbs/06_training.ipynb #e3be201a
+def train_columns(dataset) -> object:
+    "The columns training reads: `input_ids`, `labels` and (soft selection) `weights`."
     keep = [c for c in ("input_ids", "labels", "weights") if c in dataset.column_names]
     return dataset.select_columns(keep)
 
-
+# %% ../nbs/06_training.ipynb #21171a04
 def _merge_adapter(peft_model, path: str, quant, dtype, adapter_tmp: Path):
     "A plain model with the adapter merged: directly, or (QLoRA) into the base reloaded unquantised."
     if not quant: return peft_model.merge_and_unload()
@@ -130,7 +131,7 @@ def _merge_adapter(peft_model, path: str, quant, dtype, adapter_tmp: Path):
     base, _ = load_model(path, dtype=dtype if dtype != "auto" else "bfloat16", device="cpu")
     return PeftModel.from_pretrained(base, adapter_tmp).merge_and_unload()
 
-# %% ../nbs/06_training.ipynb #5575d924
+# %% ../nbs/06_training.ipynb #0ec2f1ec
 def train(path: str, dataset, out_dir, seed: int = 42, loss_norm: str = "step", max_steps: int = -1, model_kw: dict | None = None,
           **train_kw) -> TrainResult:
     "Fine-tune model `path` with LoRA on `dataset` (input_ids, labels[, weights]); save the merged model to `out_dir`."
@@ -144,7 +145,7 @@ def train(path: str, dataset, out_dir, seed: int = 42, loss_norm: str = "step", 
     with tempfile.TemporaryDirectory() as tmp:
         args = training_args(tmp, seed=seed, max_steps=max_steps, bf16=next(model.parameters()).dtype == torch.bfloat16 and torch.cuda.is_available(),
                              **train_kw)
-        trainer = MaskedTrainer(model=model, args=args, train_dataset=_columns(dataset), data_collator=collate, loss_norm=loss_norm)
+        trainer = MaskedTrainer(model=model, args=args, train_dataset=train_columns(dataset), data_collator=collate, loss_norm=loss_norm)
         trainer.train()
         state = process_state()
         if state.is_main_process:  # every process holds the same weights after the step; one writes them
@@ -160,31 +161,3 @@ def train(path: str, dataset, out_dir, seed: int = 42, loss_norm: str = "step", 
                                                     "grad_accum": train_kw["grad_accum"]})
     state.wait_for_everyone()
     return result
-
-# %% ../nbs/06_training.ipynb #34b3314a
-from transformers import TrainerCallback
-
-
-class GradCapture(TrainerCallback):
-    "Keeps a copy of the trainable gradients just before the first optimiser step."
-    def __init__(self): self.grads = None
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-        if self.grads is None: self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
-
-
-def first_step_grads(path: str, dataset, batch_size: int, grad_accum: int, loss_norm: str = "step", seed: int = 0, **model_kw) -> dict:
-    "The gradients of the first optimiser step of a LoRA run (no dropout), for checking the loss normalisation."
-    model, _ = lora_model(path, lora_r=4, lora_alpha=8, lora_dropout=0.0, seed=seed, grad_ckpt=False, **model_kw)
-    cap = GradCapture()
-    with tempfile.TemporaryDirectory() as tmp:
-        args = training_args(tmp, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, grad_ckpt=False, seed=seed, lr=1e-3)
-        args.disable_tqdm = True
-        MaskedTrainer(model=model, args=args, train_dataset=_columns(dataset), data_collator=collate,
-                      loss_norm=loss_norm, callbacks=[cap]).train()
-    return cap.grads
-
-# %% ../nbs/06_training.ipynb #a1df0b2a
-def loss_curve(path, dataset, seed: int, **kw) -> list[float]:
-    "The per-step training losses of a short run (for determinism checks)."
-    with tempfile.TemporaryDirectory() as d:
-        return [e["loss"] for e in train(path, dataset, Path(d) / "m", seed=seed, **kw).log]
