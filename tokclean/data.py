@@ -36,7 +36,7 @@ class DataError(UserError, ValueError):
         self.where, self.reason, self.detail = where, reason, detail
         super().__init__(f"{where}: {detail}")
 
-# %% ../nbs/02_data_reading.ipynb #b045aa0d
+# %% ../nbs/02_data_reading.ipynb #50876663
 def _read_json(path: Path) -> Iterator:
     try: data = json.loads(path.read_bytes().decode("utf-8-sig"))  # a byte-order mark is harmless
     except UnicodeDecodeError as e: raise DataError(str(path), "not_utf8", f"not UTF-8 text (byte {e.start})") from None
@@ -46,7 +46,7 @@ def _read_json(path: Path) -> Iterator:
     if not isinstance(data, list): raise DataError(str(path), "bad_json", "expected a JSON array of rows (or use .jsonl)")
     for i, row in enumerate(data): yield f"{path} item {i}", row
 
-
+# %% ../nbs/02_data_reading.ipynb #3165a3e6
 def _read_jsonl(path: Path) -> Iterator:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -448,7 +448,7 @@ def label_runs(labels) -> list[np.ndarray]:
     pos = np.flatnonzero(labels != -100)
     return [labels[run] for run in np.split(pos, np.flatnonzero(np.diff(pos) > 1) + 1) if len(run)]
 
-# %% ../nbs/02a_data_labels.ipynb #23410998
+# %% ../nbs/02a_data_labels.ipynb #08670c7e
 def expected_answers(msgs: list[dict], tokenizer, template: str, turn_end: str = "eos") -> list[str]:
     "What each answer's labels must decode to."
     text, spans = render_tulu(msgs, tokenizer.eos_token, turn_end) if template == "tulu" else render_chat(msgs, tokenizer)
@@ -462,7 +462,7 @@ def _ends_turn(tail: str, newline: bool, ends: tuple) -> bool:
         tail = tail[:-1]
     return tail.strip(" ") in ends
 
-
+# %% ../nbs/02a_data_labels.ipynb #ac9bdae9
 def label_check(sft: SFTData, tokenizer, template: str | None = None, turn_end: str | None = None) -> list[str]:
     "Samples whose labels do not decode to exactly their answers, each ending in an end-of-turn token; [] when all pass."
     template, turn_end = template or sft.meta.get("template", "tulu"), turn_end or sft.meta.get("turn_end", "eos")  # as loaded

@@ -17,7 +17,7 @@ __all__ = ['WORDS', 'TASKS', 'SPECIAL_TOKENS', 'CHATML', 'LLAMA3_SPLIT', 'STYLES
            'tiny_tokenizer', 'tiny_model', 'scripted_model', 'FullDisk', 'full_disk', 'GradCapture', 'first_step_grads',
            'loss_curve']
 
-# %% ../nbs/01_fixtures.ipynb #57869d84
+# %% ../nbs/01_fixtures.ipynb #923ff13d
 WORDS = "apple river stone cloud green quick lamp seven north paper music tiger".split()
 
 
@@ -41,15 +41,17 @@ def _chat(rng: random.Random) -> list[dict]:
 
 TASKS = {"tiny/arith": _arith, "tiny/copy": _copy, "tiny/chat": _chat}
 
-
+# %% ../nbs/01_fixtures.ipynb #74e91359
 def tiny_conversations(n: int = 64, seed: int = 0) -> list[dict]:
     "`n` synthetic chat samples `{messages, source}`, cycling through the task families."
     rng = random.Random(seed)
     names = list(TASKS)
     return [{"messages": TASKS[names[i % len(names)]](rng), "source": names[i % len(names)]} for i in range(n)]
 
-# %% ../nbs/01_fixtures.ipynb #5b384b71
+# %% ../nbs/01_fixtures.ipynb #30887540
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
@@ -58,15 +60,17 @@ def _corpus(seed: int) -> list[str]:
     texts = [m["content"] for c in tiny_conversations(300, seed) for m in c["messages"]]
     return texts + ["<|user|>\n", "<|assistant|>\n", "<|system|>\n"] + [" ".join(WORDS)] * 5
 
-
+# %% ../nbs/01_fixtures.ipynb #ec1de8ad
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
                 r"|\s+(?!\S)|\s+")  # the split pattern of Llama-3's tokenizer.json: `\n\n` and `.\n` stay whole
+
+
 STYLES = {  # how a tokenizer splits text before BPE, what extra text it learns from, and whether it writes a BOS
     "smollm2": dict(split=None, extra=[], bos=None),  # GPT-2's split (as SmolLM2): "\n\n" before a word is two "\n"
     "llama3": dict(split=LLAMA3_SPLIT, extra=["Answer: Paris\n\nThe capital.\nMore"] * 20, bos="<|begin_of_text|>"),
 }
 
-
+# %% ../nbs/01_fixtures.ipynb #b8619329
 def tiny_tokenizer(vocab_size: int = 512, seed: int = 0, style: str = "smollm2") -> PreTrainedTokenizerFast:
     "A deterministic byte-level BPE tokenizer trained on the synthetic conversations, in the habits of `style`."
     st = STYLES[style]
@@ -119,7 +123,7 @@ def scripted_model(tokenizer, after: str, script: str, max_position_embeddings: 
         model.lm_head.weight.copy_(head)
     return model.eval()
 
-# %% ../nbs/01_fixtures.ipynb #a036dbd9
+# %% ../nbs/01_fixtures.ipynb #f57d26eb
 class FullDisk:
     "A file that takes `room` bytes, then fails as a full disk does (ENOSPC)."
     def __init__(self, f, room: int = 10): self.f, self.room = f, room
@@ -141,7 +145,7 @@ def full_disk(namespace: dict):
         if had: namespace["open"] = before
         else: del namespace["open"]
 
-
+# %% ../nbs/01_fixtures.ipynb #55b2c115
 ACCELERATE_2CPU = ("launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                    "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1")  # after the `accelerate` executable
 

@@ -88,7 +88,7 @@ def training_args(out_dir, lr: float = 1e-4, epochs: float = 1.0, batch_size: in
         remove_unused_columns=False, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
 
-# %% ../nbs/06_training.ipynb #b67f03e4
+# %% ../nbs/06_training.ipynb #0d9e1611
 TRAIN_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs", "batch_size", "grad_accum",
                 "global_batch", "warmup_ratio", "weight_decay", "scheduler", "max_grad_norm", "grad_ckpt", "loss_norm", "shuffle")
 
@@ -97,7 +97,7 @@ def train_kwargs(train_cfg) -> dict:
     "The `train` keyword arguments of a `TrainCfg`."
     return {k: getattr(train_cfg, k) for k in TRAIN_FIELDS}
 
-
+# %% ../nbs/06_training.ipynb #fa7d7905
 @dataclass
 class TrainResult:
     "A finished stage: where the merged model is, the loss curve, and what it cost."
