@@ -77,8 +77,8 @@ def naive(model, rows, batch_size: int, device: str):
 
 
 def tokclean_scoring(model, rows, batch_size: int, device: str):
-    from tokclean.scoring import _score_shard
-    return _score_shard(model, rows, batch_size, 16384)
+    from tokclean.scoring import score_rows
+    return score_rows(model, rows, batch_size, 16384)
 
 
 def measure(fn, model, rows, batch_size: int, device: str) -> tuple[np.ndarray, float, int]:

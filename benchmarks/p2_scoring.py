@@ -29,7 +29,7 @@ def load(dtype: str, n: int, max_len: int):
 
 
 def naive(model, rows, batch_size: int):
-    import torch, torch.nn.functional as F
+    import torch
     from tokclean.scoring import collate
     out = []
     with torch.inference_mode():
@@ -42,8 +42,8 @@ def naive(model, rows, batch_size: int):
 
 
 def tokclean_scoring(model, rows, batch_size: int):
-    from tokclean.scoring import _score_shard
-    return _score_shard(model, rows, batch_size, 16384)
+    from tokclean.scoring import score_rows
+    return score_rows(model, rows, batch_size, 16384)
 
 
 def bare_forward(model, rows, batch_size: int):

@@ -17,10 +17,9 @@ import numpy as np
 
 
 def batches(tok_dtype: str, n_steps: int, batch_size: int, max_len: int, k: float):
-    import torch
     from tokclean.data import load_sft
     from tokclean.models import load_tokenizer
-    from tokclean.training import collate_train
+    from tokclean.scoring import collate
     tok = load_tokenizer("smollm2-135m-instruct")
     sft = load_sft("alpaca-gpt4-demo", tok, max_len=max_len, limit=batch_size * (n_steps + 1))
     rng = np.random.default_rng(0)
@@ -29,7 +28,7 @@ def batches(tok_dtype: str, n_steps: int, batch_size: int, max_len: int, k: floa
         lab = np.array(r["labels"]); resp = np.flatnonzero(lab != -100)
         lab[rng.choice(resp, len(resp) - int(len(resp) * k), replace=False)] = -100  # drop 40% of the response tokens
         rows.append({"input_ids": r["input_ids"], "labels": lab.tolist()})
-    return [collate_train(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    return [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
 
 
 def step_full(model, b):

@@ -1,6 +1,6 @@
 """Bad input gets a clear error naming the file, line or field, and the fix; with data.on_bad=skip, bad rows
 are dropped and counted by reason. `python tests/test_bad_input.py` prints the table of cases and messages."""
-import errno, json, os
+import json, os
 from pathlib import Path
 from unittest import mock
 
@@ -9,9 +9,9 @@ import pytest
 
 from tokclean import files
 
-from tokclean.config import ConfigError, get_config, load_config, preset, with_overrides
+from tokclean.config import ConfigError, get_config, load_config, preset
 from tokclean.data import DataError, load_sft
-from tokclean.fixtures import tiny_tokenizer
+from tokclean.fixtures import full_disk, tiny_tokenizer
 from tokclean.models import check_same_vocab, load_model, resolve_model
 
 OK = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
@@ -171,19 +171,10 @@ def _score_dir_of_other_data(tmp: Path):
     load_scores(scored.path, sft=load_sft("tiny", tok, max_len=96, limit=7))
 
 
-class _FullDisk:
-    "A file that takes 10 bytes, then fails as a full disk does."
-    def __init__(self, f): self.f = f
-    def __enter__(self): return self
-    def __exit__(self, *a): self.f.close()
-    def write(self, b): self.f.write(bytes(b)[:10]); raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
 def _full_disk(tmp: Path):
     target = files.write_json(tmp / "manifest.json", {"stages": {"data": {}}})
-    full = lambda p, mode="r", *a, **k: _FullDisk(open(p, mode, *a, **k))
     try:
-        with mock.patch.object(files, "open", full, create=True): files.write_json(target, {"stages": {}})
+        with full_disk(vars(files)): files.write_json(target, {"stages": {}})
     finally:  # nothing lost, nothing left behind
         assert json.loads(target.read_text()) == {"stages": {"data": {}}} and [p.name for p in tmp.iterdir()] == ["manifest.json"]
 

@@ -12,7 +12,7 @@ from conftest import tool
 from tokclean.data import load_sft
 from tokclean.models import load_model, save_model
 from tokclean.scoring import collate, token_losses
-from tokclean.training import first_step_grads
+from tokclean.fixtures import first_step_grads
 
 pytestmark = pytest.mark.cuda
 

@@ -1,7 +1,6 @@
 """Evaluation as users run it: `tokclean eval` on the command line, its errors, and the offline tasks against lm-eval's
 built-in definitions fed the same local rows (same model, same questions, same per-question scores)."""
 import json, os, subprocess, sys
-from pathlib import Path
 
 import pytest
 

@@ -2,7 +2,6 @@
 network connection. A `sitecustomize` module wraps `socket.getaddrinfo` and `socket.socket.connect` in the child process,
 records every attempt at an internet address, and refuses it."""
 import json, os, subprocess, sys
-from pathlib import Path
 
 GUARD = '''
 import json, os, socket

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tokclean.scoring import response_offsets
-from tokclean.selection import _chunks, score_chunks, select, select_sample, top_k, top_k_difference, top_k_stream, topk_threshold
+from tokclean.selection import array_chunks, score_chunks, select, top_k, top_k_stream, top_k_threshold
 
 
 def official_global(base: list[list[float]], ref: list[list[float]], k: float) -> set:
@@ -42,13 +42,13 @@ def test_global_and_sample_match_official(seed, k):
     step = [0.5, 0.125, 1 / 64, 1e-6][seed % 4]  # from massive ties to almost none
     base, ref = losses(seed, 60 + seed * 7, step)
     offsets = response_offsets([len(x) for x in base])
-    lb, lr = np.concatenate(base), np.concatenate(ref)
+    loss_base, loss_ref = np.concatenate(base), np.concatenate(ref)
     base_py, ref_py = [x.tolist() for x in base], [x.tolist() for x in ref]  # the official code's Python floats
-    g = select(lb, lr, offsets, "global", k=k)
+    g = select(loss_base, loss_ref, offsets, "global", k=k)
     assert as_pairs(g.keep, offsets) == official_global(base_py, ref_py, k)
-    s = select(lb, lr, offsets, "sample", k=k)
+    s = select(loss_base, loss_ref, offsets, "sample", k=k)
     assert as_pairs(s.keep, offsets) == official_sample(base_py, ref_py, k)
-    streamed = top_k_stream(score_chunks(lb, lr, chunk=97), len(lb), k)[0]  # the on-disk path, in tiny chunks
+    streamed = top_k_stream(score_chunks(loss_base, loss_ref, chunk=97), len(loss_base), k)[0]  # the on-disk path, in tiny chunks
     assert (streamed == g.keep).all()
 
 
@@ -64,20 +64,20 @@ def test_streaming_threshold_is_exact(seed):
     rng = np.random.default_rng(seed)
     x = np.round(rng.standard_t(3, 200_000) * 64) / 64
     m = int(len(x) * 0.6)
-    full = topk_threshold(_chunks(x), m)
-    tight = topk_threshold(_chunks(x, 3000), m, bins=8, max_candidates=100)
+    full = top_k_threshold(array_chunks(x), m)
+    tight = top_k_threshold(array_chunks(x, 3000), m, bins=8, max_candidates=100)
     assert (tight.value, tight.ties, tight.rank_error) == (full.value, full.ties, 0) and tight.passes > full.passes
     ref = np.zeros(len(x), dtype=bool)
     ref[np.argsort(-x, kind="stable")[:m]] = True
-    assert (top_k(x, 0.6)[0] == ref).all() and (top_k_stream(_chunks(x, 3000), len(x), 0.6)[0] == ref).all()
+    assert (top_k(x, 0.6)[0] == ref).all() and (top_k_stream(array_chunks(x, 3000), len(x), 0.6)[0] == ref).all()
 
 
 def test_random_is_seeded_and_global():
-    lb = np.ones(10_000, dtype=np.float32)
+    loss_base = np.ones(10_000, dtype=np.float32)
     offsets = response_offsets([100] * 100)
-    a, b = select(lb, None, offsets, "random", k=0.6, seed=1), select(lb, None, offsets, "random", k=0.6, seed=2)
+    a, b = select(loss_base, None, offsets, "random", k=0.6, seed=1), select(loss_base, None, offsets, "random", k=0.6, seed=2)
     assert a.stats.n_kept == b.stats.n_kept == 6000 and (a.keep != b.keep).any()
-    assert (select(lb, None, offsets, "random", k=0.6, seed=1).keep == a.keep).all()
+    assert (select(loss_base, None, offsets, "random", k=0.6, seed=1).keep == a.keep).all()
     assert a.stats.per_sample["min"] < 0.6 < a.stats.per_sample["max"]  # drawn globally, not per sample
 
 
@@ -94,9 +94,9 @@ def test_pool_on_disk_is_streamed(tmp_path):
     "Score files opened as memmaps take the streaming path and select exactly the same tokens."
     base, ref = losses(3, 200, 1 / 64)
     offsets = response_offsets([len(x) for x in base])
-    lb, lr = np.concatenate(base), np.concatenate(ref)
-    np.save(tmp_path / "b.npy", lb); np.save(tmp_path / "r.npy", lr)
+    loss_base, loss_ref = np.concatenate(base), np.concatenate(ref)
+    np.save(tmp_path / "b.npy", loss_base); np.save(tmp_path / "r.npy", loss_ref)
     mb, mr = np.load(tmp_path / "b.npy", mmap_mode="r"), np.load(tmp_path / "r.npy", mmap_mode="r")
     assert isinstance(mb, np.memmap)
-    assert (select(mb, mr, offsets, "global", k=0.6).keep == select(lb, lr, offsets, "global", k=0.6).keep).all()
-    assert (select(mb, None, offsets, "high-ppl", k=0.3).keep == select(lb, None, offsets, "high-ppl", k=0.3).keep).all()
+    assert (select(mb, mr, offsets, "global", k=0.6).keep == select(loss_base, loss_ref, offsets, "global", k=0.6).keep).all()
+    assert (select(mb, None, offsets, "high-ppl", k=0.3).keep == select(loss_base, None, offsets, "high-ppl", k=0.3).keep).all()

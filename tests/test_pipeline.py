@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tokclean.files import sha256_file
+from tokclean.fixtures import ACCELERATE_2CPU
 
 from conftest import run_cli as run, tool
 
@@ -79,8 +80,7 @@ def test_two_processes_train_like_one(tmp_path):
     the same optimiser steps, so the same final weights (1 thread per process; DDP syncs gradients through its forward)."""
     common = ["--set", "data.limit=48", "--set", "train.batch_size=2", "--set", "train.global_batch=4"]
     one = run(tmp_path / "one", "fixed", *common, env={"OMP_NUM_THREADS": "1"})
-    launcher = [tool("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]
+    launcher = [tool("accelerate"), *ACCELERATE_2CPU]
     two = run(tmp_path / "two", "fixed", *common, launcher=launcher)
     assert (one["processes"], two["processes"]) == (1, 2)
     logs = [json.loads((Path(m["final_model"]) / "train_log.json").read_text()) for m in (one, two)]
@@ -104,10 +104,6 @@ def test_corrupted_model_is_retrained(tmp_path):
     assert weights(json.loads((tmp_path / "tiny-full-s42" / "manifest.json").read_text())) == before
 
 
-LAUNCH_2CPU = ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]
-
-
 def test_eval_stage_in_two_processes_beats_a_short_timeout(tmp_path):
     """With 2 CPU processes and a process-group timeout of a few seconds, the eval stage, which takes longer than that, runs
     on both processes (lm-eval's data-parallel evaluation), so none times out at a barrier; the scores equal one process's.
@@ -117,12 +113,12 @@ def test_eval_stage_in_two_processes_beats_a_short_timeout(tmp_path):
     control.write_text("import time\nfrom tokclean.scoring import process_state\ns = process_state()\n"
                        "if s.is_main_process: time.sleep(12)\ns.wait_for_everyone()\n")
     env = {**os.environ, "TOKCLEAN_PG_TIMEOUT_S": timeout}
-    failed = subprocess.run([tool("accelerate"), *LAUNCH_2CPU, str(control)], capture_output=True, text=True, timeout=300, env=env)
+    failed = subprocess.run([tool("accelerate"), *ACCELERATE_2CPU, str(control)], capture_output=True, text=True, timeout=300, env=env)
     assert failed.returncode != 0, "a barrier wait longer than the timeout should fail: the timeout is not applied"
     common = ["--set", "data.limit=24", "--set", "train.batch_size=2", "--set", "train.global_batch=4", "--set", "eval.enabled=true",
               "--set", "eval.local=true", "--set", "eval.quick_n=4", "--set", "eval.tasks=boolq,tydiqa"]
     one = run(tmp_path / "one", "full", *common, env={"OMP_NUM_THREADS": "1"})
-    two = run(tmp_path / "two", "full", *common, launcher=[tool("accelerate"), *LAUNCH_2CPU], env={"TOKCLEAN_PG_TIMEOUT_S": timeout})
+    two = run(tmp_path / "two", "full", *common, launcher=[tool("accelerate"), *ACCELERATE_2CPU], env={"TOKCLEAN_PG_TIMEOUT_S": timeout})
     assert (one["processes"], two["processes"]) == (1, 2)
     assert two["stages"]["eval"]["seconds"] > float(timeout)  # the stage outlasts the timeout, yet no process timed out
     e1, e2 = (json.loads((Path(m["final_model"]).parents[1] / "eval.json").read_text())["tasks"] for m in (one, two))

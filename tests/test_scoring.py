@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tokclean.fixtures import ACCELERATE_2CPU
+
 from conftest import tool
 
 # the tiny model on 600 real Alpaca rows: 120 shards of 5 samples, so a kill lands part-way even on a busy machine
@@ -31,8 +33,7 @@ def reference(tmp_path_factory):
 
 def test_two_processes_equal_one(reference, tmp_path):
     "accelerate gives each of the 2 processes one CPU thread; a 1-thread single process must give the very same bytes."
-    launcher = [tool("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]
+    launcher = [tool("accelerate"), *ACCELERATE_2CPU]
     two = score(tmp_path / "two", launcher)
     one = score(tmp_path / "one", threads=1)
     assert two["processes"] == 2 and one["processes"] == 1

@@ -95,16 +95,16 @@ def tokens_latex(tokenizer, input_ids, labels, keep_sample: np.ndarray) -> str:
         parts.append((wrap[int(state[pos])] % visible if visible.strip() else visible) + "\\\\\n" * text.count("\n"))  # newlines break lines outside the box
     return r"\definecolor{keptblue}{HTML}{C6DBEF}" + "\n{\\small\\ttfamily " + "".join(parts) + "}\n"
 
-# %% ../nbs/05a_viz.ipynb #ef6afa9c
+# %% ../nbs/05a_viz.ipynb #878b1729
 def round_scores(manifest: dict) -> list[dict]:
     "Per round of a self-evolving manifest: scores (N,) and the global top-k keep mask (N,) at the run's own k."
     from tokclean.scoring import load_scores
     from tokclean.selection import select, token_scores
     out, t, st, k = [], 1, manifest["stages"], manifest["config"]["select"]["k"]
     while f"round_{t}/score_ref" in st:
-        lb, lr = load_scores(st[f"round_{t}/score_base"]["path"]), load_scores(st[f"round_{t}/score_ref"]["path"])
-        sel = select(lb.loss, lr.loss, lb.offsets, "global", k=k)
-        out.append({"round": t, "score": token_scores(lb.loss, lr.loss), "keep": sel.keep})
+        scores_base, scores_ref = load_scores(st[f"round_{t}/score_base"]["path"]), load_scores(st[f"round_{t}/score_ref"]["path"])
+        sel = select(scores_base.loss, scores_ref.loss, scores_base.offsets, "global", k=k)
+        out.append({"round": t, "score": token_scores(scores_base.loss, scores_ref.loss), "keep": sel.keep})
         t += 1
     return out
 

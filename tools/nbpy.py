@@ -1,7 +1,7 @@
 """Convert notebooks to and from the percent format, for editing notebooks as text.
 
-    python tools/nbpy.py to-nb src.py nbs/02_data.ipynb    # write (or rewrite) a notebook
-    python tools/nbpy.py to-py nbs/02_data.ipynb out.py     # dump a notebook for editing
+    python tools/nbpy.py to-nb src.py nbs/02_data_reading.ipynb    # write (or rewrite) a notebook
+    python tools/nbpy.py to-py nbs/02_data_reading.ipynb out.py     # dump a notebook for editing
 
 The notebook stays the source of truth: convert, edit, convert back, then `nbdev-clean`.
 Outputs are dropped on the way back; nbdev-test re-executes every notebook anyway.
