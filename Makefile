@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 
-.PHONY: test demo assets venv export clean-nbs readme sync slow
+.PHONY: test demo assets venv export clean-nbs readme sync slow outputs
 
 $(STAMP): pyproject.toml tools/install.sh
 	PYTHON=$(PYTHON) bash tools/install.sh $(VENV)
@@ -30,6 +30,9 @@ export: $(STAMP)  ## notebooks -> tokclean/
 
 clean-nbs: $(STAMP)
 	$(BIN)/nbdev-clean
+
+outputs: assets  ## run every notebook and store the outputs that teach (tables, reports, figures; no progress bars)
+	$(OFFLINE) $(BIN)/python tools/outputs.py nbs/*.ipynb
 
 readme: $(STAMP)  ## nbs/index.ipynb -> README.md
 	$(BIN)/python tools/readme.py

@@ -4,7 +4,8 @@
     python tools/nbpy.py to-py nbs/02_data_reading.ipynb out.py     # dump a notebook for editing
 
 The notebook stays the source of truth: convert, edit, convert back, then `nbdev-clean`.
-Outputs are dropped on the way back; nbdev-test re-executes every notebook anyway.
+A cell whose source is unchanged keeps its id and its stored outputs; an edited cell comes back without outputs, so
+run `python tools/outputs.py NOTEBOOK` (or `make outputs`) to store what it shows now.
 """
 import hashlib, json, sys
 from pathlib import Path
@@ -44,10 +45,13 @@ def nb_to_py(nb: dict) -> str:
 
 
 def keep_ids(nb: dict, old: dict | None) -> dict:
-    "Reuse the cell ids of `old` for cells whose source is unchanged; hash the source for new cells (no churn)."
+    "Reuse the cell ids and outputs of `old` for cells whose source is unchanged; hash the source for new cells (no churn)."
     src = lambda c: "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-    known = {src(c): c["id"] for c in (old or {}).get("cells", []) if "id" in c}
-    for c in nb["cells"]: c["id"] = known.get(src(c)) or hashlib.sha1(src(c).encode()).hexdigest()[:8]
+    known = {src(c): c for c in (old or {}).get("cells", []) if "id" in c}
+    for c in nb["cells"]:
+        was = known.get(src(c), {})
+        c["id"] = was.get("id") or hashlib.sha1(src(c).encode()).hexdigest()[:8]
+        if c["cell_type"] == "code" and was.get("cell_type") == "code": c["outputs"] = was.get("outputs", [])
     return nb
 
 

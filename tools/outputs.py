@@ -1,0 +1,97 @@
+"""Run notebooks and store the outputs that teach: tables, printed reports and figures, never progress bars or volatile text.
+
+    python tools/outputs.py nbs/05_selection.ipynb ...   # run these notebooks (offline, as the tests do) and store their outputs
+    python tools/outputs.py --check                       # fail if a stored output is one this tool would drop
+
+A notebook runs exactly as `tests/test_notebooks.py` runs it: nbdev's flags skip the slow cells, IN_TEST is set, and it
+runs in nbs/. What is kept, per output:
+- stdout and results (text, HTML tables, PNG figures), unless the cell says `#| output: false` (Quarto's directive, which
+  nbdev's docs honour too): that is how a cell that prints timings keeps them out of the repository;
+- never stderr (warnings, tqdm bars), widgets, errors, or text naming a temporary folder or this checkout's path, which
+  differ on every machine;
+- nothing over `MAX_BYTES`, so a figure cannot bloat the repository.
+`nbdev-clean` runs last, so the stored notebooks pass the sync check in CI unchanged.
+"""
+import json, os, re, subprocess, sys, tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BYTES = 150_000  # one output; a 600x400 PNG figure is ~40 kB
+VOLATILE = [re.compile(p) for p in (r"\r", r"\d+(\.\d+)?(it/s|s/it)\]", re.escape(tempfile.gettempdir()) + "/",
+                                         re.escape(str(ROOT)), r"/home/|/Users/|/work/")]
+
+
+def _text(output: dict) -> str:
+    "Every text an output carries, joined: what the volatility patterns are matched against."
+    parts = [output.get("text", "")] + [v for k, v in output.get("data", {}).items() if k.startswith("text")]
+    return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+
+def why_dropped(output: dict) -> str | None:
+    "None when `output` teaches and is stable; else the reason it is not stored."
+    kind = output.get("output_type")
+    if kind == "error": return "an error"
+    if kind == "stream" and output.get("name") != "stdout": return "stderr"
+    if any(k.startswith("application/vnd.jupyter.widget") for k in output.get("data", {})): return "a widget"
+    if any(p.search(_text(output)) for p in VOLATILE): return "volatile text (a progress bar or a machine's path)"
+    if len(json.dumps(output)) > MAX_BYTES: return f"over {MAX_BYTES:,} bytes"
+    return None
+
+
+def silenced(source: str) -> bool:
+    "A cell that asks for no stored output with Quarto's `#| output: false`."
+    return re.search(r"^#\|\s*output:\s*false\s*$", source, re.M) is not None
+
+
+def kept(cell: dict) -> list:
+    "The outputs of `cell` worth storing."
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    return [] if silenced(src) else [o for o in cell.get("outputs", []) if why_dropped(o) is None]
+
+
+def run_and_store(path: Path) -> dict:
+    "Run notebook `path` like the tests do and write back its kept outputs; return counts of kept and dropped outputs."
+    from fastcore.nbio import read_nb, write_nb
+    from execnb.shell import CaptureShell
+    from fastcore.xtras import working_directory
+    from nbdev.processors import NBProcessor
+    from nbdev.test import _skip_cell
+    flags = set(os.environ.get("TOKCLEAN_FLAGS", "").split())
+    skip = [f for f in "slow cuda hub".split() if f not in flags]
+    ran = NBProcessor(path, rm_directives=False, process=True).nb  # cells carry the directives the runner reads
+    os.environ["IN_TEST"] = "1"
+    shell = CaptureShell(path)
+    with working_directory(path.parent):
+        shell.run_all(ran, exc_stop=True, preproc=_skip_cell(ran, skip, sorted(flags)), cell_timeout=900)
+    nb, counts = read_nb(path), {"kept": 0, "dropped": 0}
+    for cell, done in zip(nb.cells, ran.cells, strict=True):
+        if cell.cell_type != "code": continue
+        cell.outputs = kept(done)
+        counts["kept"] += len(cell.outputs); counts["dropped"] += len(done.get("outputs", [])) - len(cell.outputs)
+    write_nb(nb, path)
+    return counts
+
+
+def untidy(path: Path) -> list[str]:
+    "Stored outputs of notebook `path` that this tool would not have kept, as 'cell N: reason'."
+    nb = json.loads(path.read_text())
+    out = []
+    for i, cell in enumerate(nb["cells"]):
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for o in cell.get("outputs", []):
+            why = "the cell says `#| output: false`" if silenced(src) else why_dropped(o)
+            if why: out.append(f"{path.name} cell {i}: {why}")
+    return out
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args == ["--check"]:
+        bad = [line for nb in sorted((ROOT / "nbs").glob("*.ipynb")) for line in untidy(nb)]
+        print("\n".join(bad) or "every stored output is one tools/outputs.py keeps")
+        sys.exit(1 if bad else 0)
+    if not args: sys.exit(__doc__)
+    for name in args:
+        counts = run_and_store(Path(name).resolve())
+        print(f"{name}: kept {counts['kept']} outputs, dropped {counts['dropped']}", flush=True)
+    subprocess.run([str(Path(sys.executable).parent / "nbdev-clean")], cwd=ROOT, check=True)
