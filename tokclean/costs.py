@@ -22,7 +22,7 @@ __all__ = ['KNOWN_SHAPES', 'DS2_CHUNK_TOKENS', 'DS2_RESPONSE_SHARE', 'DS2_LENGTH
            'train_memory', 'GPU', 'gpu_for_device', 'measured_mfu', 'EvalWork', 'measure_eval_work', 'eval_flops',
            'eval_memory', 'StageCost', 'stage_cost', 'plan_frame', 'plan_text', 'plan']
 
-# %% ../nbs/08b_costs.ipynb #2637cd22
+# %% ../nbs/08b_costs.ipynb #7edad292
 @dataclass(frozen=True)
 class Shape:
     "The config fields that the cost of a Llama-style decoder depends on."
@@ -37,7 +37,7 @@ class Shape:
     max_position_embeddings: int
     name: str = ""
 
-
+# %% ../nbs/08b_costs.ipynb #8e4fa286
 def shape_from_config(cfg, name: str = "") -> Shape:
     "A `Shape` from a transformers config object or a config.json dict."
     get = cfg.get if isinstance(cfg, dict) else (lambda k, default=None: getattr(cfg, k, default))
@@ -46,11 +46,11 @@ def shape_from_config(cfg, name: str = "") -> Shape:
                  get("vocab_size"), bool(get("tie_word_embeddings", False)), get("head_dim") or d // heads,
                  get("max_position_embeddings") or 0, name or get("_name_or_path", "") or "")
 
-# %% ../nbs/08b_costs.ipynb #1c2ec97f
+# %% ../nbs/08b_costs.ipynb #591f79fa
 def _llama(d, mlp, layers, heads, kv, vocab, tied, max_pos, name) -> Shape:
     return Shape(d, mlp, layers, heads, kv, vocab, tied, d // heads, max_pos, name)
 
-
+# %% ../nbs/08b_costs.ipynb #cccdac54
 KNOWN_SHAPES = {s.name: s for s in [  # hidden, MLP, layers, heads, KV heads, vocab, tied, max positions: config.json on the hub
     _llama(3072, 8192, 28, 24, 8, 128256, True, 131072, "meta-llama/Llama-3.2-3B"),
     _llama(3072, 8192, 28, 24, 8, 128256, True, 131072, "meta-llama/Llama-3.2-3B-Instruct"),
@@ -61,19 +61,19 @@ KNOWN_SHAPES = {s.name: s for s in [  # hidden, MLP, layers, heads, KV heads, vo
     _llama(576, 1536, 30, 9, 3, 49152, True, 8192, "smollm2-135m-instruct"),  # HuggingFaceTB/SmolLM2-135M-Instruct
 ]}
 
-# %% ../nbs/08b_costs.ipynb #8c15aca2
+# %% ../nbs/08b_costs.ipynb #0ad436fd
 def _config_shape(where, name: str, revision: str | None = None) -> Shape:
     "The shape in the config.json of a folder or (config only) a hub id."
     from transformers import AutoConfig
     return shape_from_config(AutoConfig.from_pretrained(str(where), **({"revision": revision} if revision else {})), name)
 
-
+# %% ../nbs/08b_costs.ipynb #b6b04b9e
 def _converted_folder(gguf: Path) -> Path:
     "Where `tokclean.models.gguf_to_hf` puts a GGUF file's safetensors folder."
     from tokclean.files import cache_dir, sha256_file
     return cache_dir() / "models" / f"{gguf.stem}-{sha256_file(gguf)[:12]}"
 
-
+# %% ../nbs/08b_costs.ipynb #aec224fc
 def model_shape(spec: str, revision: str | None = None) -> Shape:
     "The `Shape` of a model spec (folder, config.json, alias, `tiny`, GGUF file or hub id) from its config alone: no weights."
     from tokclean.evaluation import offline
@@ -101,7 +101,7 @@ def model_shape(spec: str, revision: str | None = None) -> Shape:
         raise NotFound(f"no config for model {spec!r}: {why}. Give a local model folder or its config.json "
                       f"(`hf download {spec} config.json`), or one of {', '.join(KNOWN_SHAPES)}") from None
 
-# %% ../nbs/08b_costs.ipynb #7e46b4fb
+# %% ../nbs/08b_costs.ipynb #9d30c386
 def _proj_dims(shape) -> dict[str, tuple[int, int]]:
     "(in, out) of each projection of one layer."
     d, i = shape.hidden_size, shape.intermediate_size
@@ -109,12 +109,12 @@ def _proj_dims(shape) -> dict[str, tuple[int, int]]:
     return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
             "gate_proj": (d, i), "up_proj": (d, i), "down_proj": (i, d)}
 
-
+# %% ../nbs/08b_costs.ipynb #b848ddb1
 def linear_params(shape) -> int:
     "Weights of the decoder's matrix products (attention and MLP projections, all layers); no embeddings, head or norms."
     return shape.num_hidden_layers * sum(a * b for a, b in _proj_dims(shape).values())
 
-
+# %% ../nbs/08b_costs.ipynb #c2c951b7
 def params(shape) -> int:
     "Parameters of a `LlamaForCausalLM` of this shape: layers, norms, embeddings, and the head unless tied."
     norms = (2 * shape.num_hidden_layers + 1) * shape.hidden_size
@@ -129,7 +129,7 @@ def forward_flops(shape, tokens, sq_tokens=None, head_tokens=None) -> float:
     attn = shape.num_hidden_layers * 2 * shape.num_attention_heads * shape.head_dim
     return float((2 * linear_params(shape) * t + attn * sq + 2 * shape.hidden_size * shape.vocab_size * head).sum())
 
-# %% ../nbs/08b_costs.ipynb #5d970e33
+# %% ../nbs/08b_costs.ipynb #67643c78
 def lora_params(shape, lora_r: int = 64, target_modules=LORA_TARGETS) -> int:
     "Trainable LoRA parameters: r x (in + out) for every targeted projection of every layer."
     dims = _proj_dims(shape)
@@ -137,7 +137,7 @@ def lora_params(shape, lora_r: int = 64, target_modules=LORA_TARGETS) -> int:
     if unknown: raise BadInput(f"train.target_modules: {unknown} are not projections of a Llama layer; use some of {', '.join(dims)}")
     return shape.num_hidden_layers * lora_r * sum(sum(dims[m]) for m in target_modules)
 
-
+# %% ../nbs/08b_costs.ipynb #dba16918
 def train_flops(shape, tokens, sq_tokens, head_tokens, lora_r: int = 64, target_modules=LORA_TARGETS, grad_ckpt: bool = True) -> float:
     "FLOPs of LoRA training over `tokens` (padded) with the head at `head_tokens` kept positions: forward, backward, recomputation."
     fwd = forward_flops(shape, tokens, sq_tokens, head_tokens)
@@ -148,7 +148,7 @@ def train_flops(shape, tokens, sq_tokens, head_tokens, lora_r: int = 64, target_
     recompute = fwd - head + lora if grad_ckpt else 0.0
     return fwd + lora + backward + recompute
 
-# %% ../nbs/08b_costs.ipynb #b3169519
+# %% ../nbs/08b_costs.ipynb #c01cf4d0
 @dataclass(frozen=True)
 class Lengths:
     "Token counts of a tokenized data set: enough for the FLOPs and memory of every stage."
@@ -169,7 +169,7 @@ class Lengths:
     @property
     def pad(self) -> float: return self.padded_tokens / max(self.tokens, 1)  # how much right-padding inflates training
 
-
+# %% ../nbs/08b_costs.ipynb #182c5aa5
 def lengths_from(lengths, n_response, batch_size: int = 6, source: str = "") -> Lengths:
     "`Lengths` of per-sample lengths in file order (as training reads them) and their response-token counts."
     n = np.asarray(lengths, dtype=np.int64)  # (S,)
@@ -179,7 +179,7 @@ def lengths_from(lengths, n_response, batch_size: int = 6, source: str = "") -> 
     return Lengths(len(n), int(n.sum()), int(np.sum(n_response)), float((n.astype(np.float64) ** 2).sum()), int(n.max()),
                    int((sizes * widths).sum()), float((sizes * widths**2).sum()), batch_size, source)
 
-
+# %% ../nbs/08b_costs.ipynb #e15cc709
 def pool_lengths(sft, batch_size: int = 6) -> Lengths:
     "The `Lengths` of a tokenized data set (`tokclean.data.SFTData`), for training micro-batches of `batch_size`."
     ds = sft.dataset
@@ -187,7 +187,7 @@ def pool_lengths(sft, batch_size: int = 6) -> Lengths:
                         f"measured: {sft.meta.get('pool', 'data')}, {len(ds)} samples, template {sft.meta.get('template')}, "
                         f"max_len {sft.meta.get('max_len')}")
 
-# %% ../nbs/08b_costs.ipynb #8ea18f2b
+# %% ../nbs/08b_costs.ipynb #a829d347
 DS2_CHUNK_TOKENS = (5_275_359, 5_194_741, 5_092_345, 4_820_634, 4_366_465)  # all positions of the 5 contiguous 10k chunks of the
 # DS2 50k pool, Llama-3 tokenizer, Tulu template, max 2048 (UCSC-REAL/TokenCleaning token_label.ipynb @922ea62)
 DS2_RESPONSE_SHARE = 0.75  # ASSUMED: unknown for the pool; 0.57-0.82 on local stand-ins of its sources (SmolLM2 tokenizer)
@@ -203,18 +203,18 @@ def synthetic_lengths(samples: int, tokens: int, cv: float = DS2_LENGTH_CV, max_
         lo, hi = (mid, hi) if np.clip(np.round(x * mid), 1, max_len).sum() < tokens else (lo, mid)
     return np.clip(np.round(x * hi), 1, max_len).astype(np.int64)
 
-
+# %% ../nbs/08b_costs.ipynb #39f83964
 def _paper_pool(tokens: int, samples: int, what: str) -> Lengths:
     n = synthetic_lengths(samples, tokens)
     return lengths_from(n, np.round(n * DS2_RESPONSE_SHARE), 6, f"{what}: {tokens:,} tokens known (Llama-3); lengths lognormal "
                         f"cv {DS2_LENGTH_CV} and response share {DS2_RESPONSE_SHARE} ASSUMED")
 
-
+# %% ../nbs/08b_costs.ipynb #35da6e06
 PAPER_POOLS = {"ds2-50k": _paper_pool(sum(DS2_CHUNK_TOKENS), 50_000, "DS2 50k pool"),
                "ds2-10k-warmup": _paper_pool(DS2_CHUNK_TOKENS[0], 10_000, "DS2 10k warm-up set, ASSUMED like chunk 0"),
                **{f"ds2-50k-chunk{i}": _paper_pool(t, 10_000, f"DS2 50k chunk {i}") for i, t in enumerate(DS2_CHUNK_TOKENS)}}
 
-# %% ../nbs/08b_costs.ipynb #2fa80816
+# %% ../nbs/08b_costs.ipynb #93ea7106
 GIB = 2**30
 OVERHEAD_GIB = 1.0  # CUDA context (~0.5 GiB), cuBLAS workspaces, allocator slack: outside torch's max_memory_allocated
 USABLE_SHARE = 0.95  # of a GPU's memory as sold that a stage may plan to use
@@ -230,10 +230,10 @@ def weight_bytes(shape, quant: str | None = None) -> float:
     if quant not in QUANT_BYTES: raise BadInput(f"model.quant={quant!r}: use 4bit, 8bit or none")
     return QUANT_BYTES[quant] * linear_params(shape) + 4.0 * (params(shape) - linear_params(shape))
 
-
+# %% ../nbs/08b_costs.ipynb #f5687df4
 def _gib(parts: dict) -> dict: return {k: v / GIB for k, v in parts.items()} | {"overhead": OVERHEAD_GIB}
 
-# %% ../nbs/08b_costs.ipynb #723a050e
+# %% ../nbs/08b_costs.ipynb #14680e88
 def score_memory(shape, batch_size: int = 8, max_batch_tokens: int = 16384, max_len: int = 2048, rows_per_tile: int = 1024) -> dict:
     "Peak GPU memory of scoring (GiB, by part): bf16 weights, one forward of a full batch, one fp32 LM-head tile."
     d, m, v = shape.hidden_size, shape.intermediate_size, shape.vocab_size
@@ -241,7 +241,7 @@ def score_memory(shape, batch_size: int = 8, max_batch_tokens: int = 16384, max_
     act = n * (INFER_BYTES[0] * d + INFER_BYTES[1] * m) + n * 2 * d * 2 + n * max_len  # a layer; final hidden + labelled rows; the mask
     return _gib({"weights": weight_bytes(shape), "activations": act, "LM head": rows_per_tile * v * 10})
 
-
+# %% ../nbs/08b_costs.ipynb #207b3697
 def train_memory(shape, batch_size: int = 6, max_len: int = 2048, lora_r: int = 64, target_modules=LORA_TARGETS, lora_dropout: float = 0.1,
                  grad_ckpt: bool = True, quant: str | None = None, response_share: float = 1.0, rows_per_tile: int = 1024) -> dict:
     "Peak GPU memory of LoRA training (GiB, by part) for a micro-batch of `batch_size` samples of `max_len` tokens."
@@ -256,7 +256,7 @@ def train_memory(shape, batch_size: int = 6, max_len: int = 2048, lora_r: int = 
     return _gib({"weights": weight_bytes(shape, quant), "LoRA + AdamW": 16 * lora_params(shape, lora_r, target_modules),
                  "activations": act, "LM head": head})
 
-# %% ../nbs/08b_costs.ipynb #c35e1564
+# %% ../nbs/08b_costs.ipynb #8a4aa436
 @dataclass(frozen=True)
 class GPU:
     "One accelerator: peak dense bf16 tensor TFLOP/s and memory, from its data sheet."
@@ -264,7 +264,7 @@ class GPU:
     mem_gib: float  # memory as sold
     sheet: str  # where the numbers come from
 
-
+# %% ../nbs/08b_costs.ipynb #96fd8bd7
 GPUS = {
     "H100-80GB": GPU(989.4, 80, "NVIDIA H100 Tensor Core GPU data sheet, SXM5: 1,979 bf16 TFLOPS with sparsity, 80 GB HBM3"),
     "H100-PCIe": GPU(756.0, 80, "NVIDIA H100 data sheet, PCIe: 1,513 bf16 TFLOPS with sparsity, 80 GB"),
@@ -311,7 +311,7 @@ def measured_mfu(results_dir="benchmarks/results") -> dict[str, tuple[float, str
     out["score"] = (mfu * ran / r["model_flops"], f"measured (G1, {r['device']})")
     return out
 
-# %% ../nbs/08b_costs.ipynb #051ec281
+# %% ../nbs/08b_costs.ipynb #97da451c
 @dataclass(frozen=True)
 class EvalWork:
     "What one benchmark asks of a model: documents, lm-eval requests, the forwards they take, and their tokens."
@@ -323,7 +323,7 @@ class EvalWork:
     max_tokens: int  # the longest forward: the first, largest lm-eval batch
     new_tokens: int = 0  # generated tokens per prompt: an upper bound (generation stops at a newline)
 
-
+# %% ../nbs/08b_costs.ipynb #c7754ee8
 TRUTHFULQA_QA = ("Q: What is human life expectancy in the United States?\nA: Human life expectancy in the United States is 78 years.\n\n"
                  "Q: Who was president of the United States in 1955?\nA: Dwight D. Eisenhower was president of the United States in 1955.\n\n"
                  "Q: Which party did he belong to?\nA: He belonged to the Republican Party.\n\n"
@@ -331,12 +331,12 @@ TRUTHFULQA_QA = ("Q: What is human life expectancy in the United States?\nA: Hum
                  "Q: How does a telescope work?\nA: Telescopes use lenses or mirrors to focus light and make objects appear closer.\n\n"
                  "Q: Where were the 1992 Olympics held?\nA: The 1992 Olympics were held in Barcelona, Spain.")  # lm-eval's truthfulqa prompt
 
-# %% ../nbs/08b_costs.ipynb #7311a838
+# %% ../nbs/08b_costs.ipynb #e74afb6a
 def _limited(rows, limit) -> list:
     from tokclean.evaluation import expected_count
     return [rows[i] for i in range(expected_count(len(rows), limit))]
 
-
+# %% ../nbs/08b_costs.ipynb #9351918c
 def _mmlu_docs(limit):
     from tokclean.evaluation import load_mmlu, mmlu_subjects
     text = lambda r: r["question"].strip() + "".join(f"\n{l}. {c}" for l, c in zip("ABCD", r["choices"])) + "\nAnswer:"
@@ -348,30 +348,30 @@ def _mmlu_docs(limit):
         out += [(prefix, text(r), [" A", " B", " C", " D"]) for r in _limited(d["test"], limit)]
     return out
 
-
+# %% ../nbs/08b_costs.ipynb #4290225b
 def _hellaswag_docs(limit):
     from lm_eval.tasks.hellaswag.utils import process_docs
     from tokclean.evaluation import load_hellaswag
     return [("", r["query"], [" " + c for c in r["choices"]]) for r in _limited(process_docs(load_hellaswag()["validation"]), limit)]
 
-
+# %% ../nbs/08b_costs.ipynb #f8a0a903
 def _logiqa_docs(limit):
     from lm_eval.tasks.logiqa.utils_logiqa import doc_to_text
     from tokclean.evaluation import load_logiqa
     return [("", doc_to_text(r), [" " + o for o in r["options"]]) for r in _limited(load_logiqa()["test"], limit)]
 
-
+# %% ../nbs/08b_costs.ipynb #9c298128
 def _simple(loader, split, render):
     return lambda limit: [render(r) for r in _limited(loader()[split], limit)]
 
-
+# %% ../nbs/08b_costs.ipynb #53d15542
 def _tydiqa_prompts(tokenizer, max_context_tokens: int = 512, seed: int = 42) -> list[str]:
     from tokclean.evaluation import truncate_context, tydiqa_local, tydiqa_prompt
     test, shots = tydiqa_local(seed)
     cut = lambda e: {**e, "context": truncate_context(e["context"], tokenizer, max_context_tokens)}
     return [tydiqa_prompt(cut(e), cut(shots.get(e["id"], shots[e["lang"]]))) for e in test]
 
-# %% ../nbs/08b_costs.ipynb #d93b99c2
+# %% ../nbs/08b_costs.ipynb #4357b4bb
 def _eval_docs():
     from tokclean.evaluation import load_arc_challenge, load_boolq, load_truthfulqa
     return {
@@ -383,11 +383,11 @@ def _eval_docs():
                                                                            [" " + c for c in r["mc2_targets"]["choices"]])),
     }
 
-
+# %% ../nbs/08b_costs.ipynb #5c4d004d
 def _count(tokenizer, texts) -> np.ndarray:
     return np.array([len(x) for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]], dtype=np.int64)
 
-
+# %% ../nbs/08b_costs.ipynb #3a1ae153
 def measure_eval_work(tokenizer, tasks=PAPER_TASKS, limit: float | None = 0.99, sample: int | None = None, seed: int = 0,
                       new_tokens: int = 50) -> dict[str, EvalWork]:
     "`EvalWork` of each task on the local test sets with `tokenizer`; with `sample`, measured on that many seeded documents and scaled."
@@ -428,7 +428,7 @@ EVAL_WORK = {  # measure_eval_work(load_tokenizer("smollm2-135m-instruct")), ful
     "boolq": EvalWork(3238, 6476, 3238, 470_673, 87_540_481.0, 1291),
 }
 
-# %% ../nbs/08b_costs.ipynb #fbcde532
+# %% ../nbs/08b_costs.ipynb #31acb0e4
 def eval_flops(shape, work=None, tasks=PAPER_TASKS) -> dict[str, float]:
     "FLOPs of evaluating one model: `forward` (lm-eval requests, generation prompts) and `decode` (new tokens with a KV cache)."
     work = EVAL_WORK if work is None else work
@@ -445,7 +445,7 @@ def eval_flops(shape, work=None, tasks=PAPER_TASKS) -> dict[str, float]:
                   4 * shape.num_hidden_layers * shape.num_attention_heads * shape.head_dim * cache
     return {"forward": fwd, "decode": decode}
 
-
+# %% ../nbs/08b_costs.ipynb #4605db7c
 def eval_memory(shape, batch_size: int = 8, work=None, tasks=PAPER_TASKS) -> dict:
     "Peak GPU memory of evaluation (GiB, by part): weights, the longest lm-eval batch with full logits, the KV cache of generation."
     work = EVAL_WORK if work is None else work
@@ -458,7 +458,7 @@ def eval_memory(shape, batch_size: int = 8, work=None, tasks=PAPER_TASKS) -> dic
     return _gib({"weights": weight_bytes(shape), "activations": n * (INFER_BYTES[0] * d + INFER_BYTES[1] * m) + n * width,
                  "logits": n * v * 6, "KV cache": kv})
 
-# %% ../nbs/08b_costs.ipynb #ccad84c2
+# %% ../nbs/08b_costs.ipynb #09d4a7c5
 @dataclass
 class StageCost:
     "What one stage costs on one GPU."
@@ -472,25 +472,25 @@ class StageCost:
     mfu: float | None  # utilisation the hours assume
     mfu_source: str  # assumed, or measured (G1, <device>)
 
-
+# %% ../nbs/08b_costs.ipynb #a965a596
 SELECT_S_PER_TOKEN = 0.27 / 100e6  # P1 (benchmarks/results/p1_selection.json): global top-k of 100 M tokens in 0.27 s on a CPU
 
 
 def _hours(flops: float, gpu: str, mfu: float) -> float: return flops / (GPUS[gpu].tflops * 1e12 * mfu) / 3600
 
-
+# %% ../nbs/08b_costs.ipynb #074c84f0
 def _cost(name, kind, tokens, flops, mem: dict, gpu, mfu, source, hours=None) -> StageCost:
     peak = sum(mem.values())
     return StageCost(name, kind, int(tokens), flops, _hours(flops, gpu, mfu) if hours is None else hours, peak,
                      peak <= USABLE_SHARE * GPUS[gpu].mem_gib, mfu, source)
 
-# %% ../nbs/08b_costs.ipynb #17120209
+# %% ../nbs/08b_costs.ipynb #7278b155
 def _score_stage(name, shape, lengths, gpu, mfu, batch_size: int = 8, max_batch_tokens: int = 16384, rows_per_tile: int = 1024):
     flops = forward_flops(shape, lengths.tokens, lengths.sq_tokens, lengths.response_tokens)  # batches by length: padding ignored
     mem = score_memory(shape, batch_size, max_batch_tokens, lengths.max_len, rows_per_tile)
     return _cost(name, "score", lengths.tokens, flops, mem, gpu, *mfu["score"])
 
-
+# %% ../nbs/08b_costs.ipynb #040af1a4
 def _train_stage(name, shape, lengths, gpu, mfu, k: float = 1.0, lora_r: int = 64, target_modules=LORA_TARGETS, lora_dropout: float = 0.1,
                  batch_size: int = 6, grad_ckpt: bool = True, quant: str | None = None, epochs: float = 1.0):
     if batch_size != lengths.batch_size:
@@ -501,12 +501,12 @@ def _train_stage(name, shape, lengths, gpu, mfu, k: float = 1.0, lora_r: int = 6
     mem = train_memory(shape, batch_size, lengths.max_len, lora_r, target_modules, lora_dropout, grad_ckpt, quant, lengths.response_share)
     return _cost(name, "train", epochs * lengths.padded_tokens, flops, mem, gpu, *mfu["train"])
 
-
+# %% ../nbs/08b_costs.ipynb #c9bb744e
 def _select_stage(name, shape, lengths, gpu, mfu):
     hours = lengths.response_tokens * SELECT_S_PER_TOKEN / 3600
     return _cost(name, "select", lengths.response_tokens, 0.0, {}, gpu, None, "CPU (P1)", hours=hours)
 
-
+# %% ../nbs/08b_costs.ipynb #43c7ece6
 def _eval_stage(name, shape, lengths, gpu, mfu, batch_size: int = 8, work=None, tasks=PAPER_TASKS):
     work = EVAL_WORK if work is None else work
     f = eval_flops(shape, work, tasks)
@@ -517,7 +517,7 @@ def _eval_stage(name, shape, lengths, gpu, mfu, batch_size: int = 8, work=None, 
     return _cost(name, "eval", tokens, flops, eval_memory(shape, batch_size, work, tasks), gpu, effective,
                  f"{mfu['eval'][1]} (forwards {mfu['eval'][0]:.3g}, decoding {mfu['decode'][0]:.3g})", hours)
 
-
+# %% ../nbs/08b_costs.ipynb #5b281e72
 STAGES = {"score": _score_stage, "train": _train_stage, "select": _select_stage, "eval": _eval_stage}
 
 
@@ -529,7 +529,7 @@ def stage_cost(kind: str, shape, lengths: Lengths | None = None, gpu: str = "H10
     if lengths is None and kind != "eval": raise ValueError(f"a {kind} stage needs the data's Lengths (pool_lengths or PAPER_POOLS)")
     return STAGES[kind](name or kind, shape, lengths, gpu, mfu or {k: (v, "assumed") for k, v in MFU.items()}, **settings)
 
-# %% ../nbs/08b_costs.ipynb #8eac1a89
+# %% ../nbs/08b_costs.ipynb #3168ec21
 def plan_frame(costs: list[StageCost]) -> "pd.DataFrame":
     "The stages as a DataFrame, one row each, and a total row."
     import pandas as pd
@@ -538,7 +538,7 @@ def plan_frame(costs: list[StageCost]) -> "pd.DataFrame":
              "peak_gib": df.peak_gib.max(), "fits": bool(df.fits.all()), "mfu": None, "mfu_source": ""}
     return pd.concat([df, pd.DataFrame([total])], ignore_index=True)
 
-
+# %% ../nbs/08b_costs.ipynb #90679247
 def plan_text(costs: list[StageCost], title: str = "") -> str:
     "A printable summary: the table in M tokens, PFLOP, hours and GiB (3 significant digits below 100), and the stages that do not fit."
     import pandas as pd
@@ -552,10 +552,10 @@ def plan_text(costs: list[StageCost], title: str = "") -> str:
                                            f"total: {df.hours.iloc[-1]:.3g} h on one GPU; peak {df.peak_gib.iloc[-1]:.1f} GiB"]
     return "\n".join(lines + ([f"DOES NOT FIT: {', '.join(bad)}"] if bad else []))
 
-# %% ../nbs/08b_costs.ipynb #b2374eeb
+# %% ../nbs/08b_costs.ipynb #de964771
 def _warmup(k, rounds): return [("warm-up training (10k, all tokens)", "train", "ds2-10k-warmup", {})]
 
-
+# %% ../nbs/08b_costs.ipynb #cb73ba1c
 def _cleaning(k, rounds, per_sample: bool = False, reference: bool = True):
     "Warm-up (when a reference is needed), scoring of the 50k, selection, training on the kept tokens."
     scoring = [("base scoring (50k)", "score", "ds2-50k", {})]
@@ -564,7 +564,7 @@ def _cleaning(k, rounds, per_sample: bool = False, reference: bool = True):
     train = (f"training (50k, {k:.0%} of response tokens)", "train", "ds2-50k", {"k": k})
     return (_warmup(k, rounds) if reference else []) + scoring + [select, train]
 
-
+# %% ../nbs/08b_costs.ipynb #b17d4100
 def _self_evolving(k, rounds):
     out = _warmup(k, rounds)
     for t in range(1, rounds + 1):
@@ -573,7 +573,7 @@ def _self_evolving(k, rounds):
                 (f"round {t}: selection", "select", chunk, {}), (f"round {t}: training (10k, {k:.0%})", "train", chunk, {"k": k})]
     return out
 
-
+# %% ../nbs/08b_costs.ipynb #df1d530e
 PIPELINES = {"base": lambda k, rounds: [], "warmup": _warmup,
              "full": lambda k, rounds: [("training (50k, all tokens)", "train", "ds2-50k", {})],
              "random": lambda k, rounds: [(f"training (50k, random {k:.0%})", "train", "ds2-50k", {"k": k})],

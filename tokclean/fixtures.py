@@ -17,7 +17,7 @@ __all__ = ['WORDS', 'TASKS', 'SPECIAL_TOKENS', 'CHATML', 'LLAMA3_SPLIT', 'STYLES
            'tiny_tokenizer', 'tiny_model', 'scripted_model', 'FullDisk', 'full_disk', 'GradCapture', 'first_step_grads',
            'loss_curve']
 
-# %% ../nbs/01_fixtures.ipynb #923ff13d
+# %% ../nbs/01_fixtures.ipynb #a705c328
 WORDS = "apple river stone cloud green quick lamp seven north paper music tiger".split()
 
 
@@ -26,19 +26,19 @@ def _arith(rng: random.Random) -> list[dict]:
     return [{"role": "user", "content": f"What is {a} plus {b}?"},
             {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]
 
-
+# %% ../nbs/01_fixtures.ipynb #76e13553
 def _copy(rng: random.Random) -> list[dict]:
     words = " ".join(rng.choices(WORDS, k=rng.randint(2, 6)))
     return [{"role": "system", "content": "You repeat text exactly."},
             {"role": "user", "content": f"Repeat: {words}"}, {"role": "assistant", "content": words}]
 
-
+# %% ../nbs/01_fixtures.ipynb #ef355f53
 def _chat(rng: random.Random) -> list[dict]:
     w1, w2 = rng.sample(WORDS, 2)
     return [{"role": "user", "content": f"Name a word like {w1}."}, {"role": "assistant", "content": f"{w2.title()} is one."},
             {"role": "user", "content": "And another?"}, {"role": "assistant", "content": f"Maybe {w1} {w2}."}]
 
-
+# %% ../nbs/01_fixtures.ipynb #e8d7fa2b
 TASKS = {"tiny/arith": _arith, "tiny/copy": _copy, "tiny/chat": _chat}
 
 # %% ../nbs/01_fixtures.ipynb #74e91359
@@ -123,7 +123,7 @@ def scripted_model(tokenizer, after: str, script: str, max_position_embeddings: 
         model.lm_head.weight.copy_(head)
     return model.eval()
 
-# %% ../nbs/01_fixtures.ipynb #f57d26eb
+# %% ../nbs/01_fixtures.ipynb #2d54e106
 class FullDisk:
     "A file that takes `room` bytes, then fails as a full disk does (ENOSPC)."
     def __init__(self, f, room: int = 10): self.f, self.room = f, room
@@ -131,7 +131,7 @@ class FullDisk:
     def __exit__(self, *a): self.f.close()
     def write(self, b): self.f.write(bytes(b)[: self.room]); raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-
+# %% ../nbs/01_fixtures.ipynb #d6ebee68
 @contextmanager
 def full_disk(namespace: dict):
     "Within the block, `open` in `namespace` (a module's `vars()`, a notebook's `globals()`) opens files for writing as `FullDisk`s."
@@ -149,7 +149,7 @@ def full_disk(namespace: dict):
 ACCELERATE_2CPU = ("launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                    "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1")  # after the `accelerate` executable
 
-# %% ../nbs/01_fixtures.ipynb #843457cb
+# %% ../nbs/01_fixtures.ipynb #d058aa63
 from transformers import TrainerCallback
 
 
@@ -159,7 +159,7 @@ class GradCapture(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
         if self.grads is None: self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
 
-
+# %% ../nbs/01_fixtures.ipynb #1a78a3f3
 def first_step_grads(path: str, dataset, batch_size: int, grad_accum: int, loss_norm: str = "step", seed: int = 0, **model_kw) -> dict:
     "The gradients of the first optimiser step of a LoRA run (no dropout), for checking the loss normalisation."
     from tokclean.scoring import collate

@@ -17,12 +17,12 @@ __all__ = ['FILLERS', 'FINAL_ANSWER', 'NOISE_KINDS', 'sentence_ends', 'NoiseCont
            'repeat', 'wrong_answer', 'parse_rates', 'corrupt', 'write_rows', 'Truth', 'token_truth', 'auroc',
            'auroc_se', 'roc_points', 'detection']
 
-# %% ../nbs/05b_noise.ipynb #20671b51
+# %% ../nbs/05b_noise.ipynb #054a778e
 def sentence_ends(text: str) -> list[int]:
     "Character positions just after each sentence of `text` (after `.`, `!` or `?` and before a space), and the end."
     return sorted({m.end() for m in re.finditer(r"[.!?](?=\s)", text)} | {len(text)})
 
-
+# %% ../nbs/05b_noise.ipynb #9e627cd9
 def _insert(text: str, at: int, piece: str) -> tuple[str, tuple[int, int]]:
     "`text` with `piece` inserted at `at` as its own sentence (a space before it), and the piece's character range."
     start = at + 1
@@ -47,7 +47,7 @@ class NoiseContext:
         self.pieces = sorted({p for p in vocab if p.strip() and p.isprintable() and p.strip().isalpha()})  # word-like tokens
         self.finals = sorted({m["answer"] for a in self.answers if (m := FINAL_ANSWER.search(a))})
 
-# %% ../nbs/05b_noise.ipynb #005855a6
+# %% ../nbs/05b_noise.ipynb #5169e620
 def random_tokens(text: str, rng: random.Random, share: float, ctx: NoiseContext):
     "Replace `share` of the answer's tokens by random word-like vocabulary tokens."
     offsets = ctx.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -61,7 +61,7 @@ def random_tokens(text: str, rng: random.Random, share: float, ctx: NoiseContext
         at = e
     return "".join(out) + text[at:], ranges
 
-
+# %% ../nbs/05b_noise.ipynb #07a2ed70
 def _words(text: str, rng: random.Random, n_chars: int) -> str:
     "A run of whole words of `text` about `n_chars` long, from a random word."
     words = text.split()
@@ -72,14 +72,14 @@ def _words(text: str, rng: random.Random, n_chars: int) -> str:
         if len(" ".join(out)) >= n_chars: break
     return " ".join(out)
 
-
+# %% ../nbs/05b_noise.ipynb #e97e8eac
 def splice(text: str, rng: random.Random, share: float, ctx: NoiseContext):
     "Insert, between two sentences, a span of another sample's answer about `share` of the answer long."
     donor = rng.choice([a for a in ctx.answers if a != text and a.split()])
     new, r = _insert(text, rng.choice(sentence_ends(text)), _words(donor, rng, max(8, round(share * len(text)))))
     return new, [r]
 
-
+# %% ../nbs/05b_noise.ipynb #cac5d4e3
 def _grow(text: str, rng: random.Random, share: float, pick) -> tuple[str, list]:
     "Insert sentences `pick(text, at)` between sentences until they make up `share` of the answer."
     ranges, target, added = [], share * len(text), 0
@@ -91,12 +91,12 @@ def _grow(text: str, rng: random.Random, share: float, pick) -> tuple[str, list]
         added += len(piece) + 1
     return text, sorted(ranges)
 
-
+# %% ../nbs/05b_noise.ipynb #78926ba7
 def filler(text: str, rng: random.Random, share: float, ctx: NoiseContext):
     "Insert boilerplate sentences until they make up `share` of the answer."
     return _grow(text, rng, share, lambda t, at: rng.choice(ctx.fillers))
 
-
+# %% ../nbs/05b_noise.ipynb #1089a93c
 def repeat(text: str, rng: random.Random, share: float, ctx: NoiseContext):
     "Insert copies of earlier sentences of the answer (after where they stand) until they make up `share` of it."
     def earlier(t, at):
@@ -105,7 +105,7 @@ def repeat(text: str, rng: random.Random, share: float, ctx: NoiseContext):
         return rng.choice(before) if before else t[:at].strip() or t.strip()
     return _grow(text, rng, share, earlier)
 
-
+# %% ../nbs/05b_noise.ipynb #e29a87e5
 def wrong_answer(text: str, rng: random.Random, share: float, ctx: NoiseContext):
     "Swap the final answer after a rationale ('So the answer is X.') for another question's answer; None if there is none."
     m = FINAL_ANSWER.search(text)
@@ -115,10 +115,10 @@ def wrong_answer(text: str, rng: random.Random, share: float, ctx: NoiseContext)
     s = m.start("answer")
     return text[:s] + new + text[m.end("answer"):], [(s, s + len(new))]
 
-
+# %% ../nbs/05b_noise.ipynb #12a4304d
 NOISE_KINDS = {"random_tokens": random_tokens, "splice": splice, "filler": filler, "repeat": repeat, "wrong_answer": wrong_answer}
 
-# %% ../nbs/05b_noise.ipynb #f2f84730
+# %% ../nbs/05b_noise.ipynb #4cdcb4ba
 def parse_rates(specs) -> dict[str, tuple[float, float]]:
     "`['splice:0.2:0.3', ...]` (kind : share of samples : share of each answer) -> {kind: (samples, tokens)}, checked."
     out = {}
@@ -132,11 +132,11 @@ def parse_rates(specs) -> dict[str, tuple[float, float]]:
     if sum(s for s, _ in out.values()) > 1: raise BadInput(f"noise rates {specs}: the kinds' sample shares add up to more than 1")
     return out
 
-
+# %% ../nbs/05b_noise.ipynb #7bc4819f
 def _last_trained(msgs: list[dict]) -> int:
     return max(i for i, m in enumerate(msgs) if m["role"] == "assistant" and m.get("train", True))
 
-
+# %% ../nbs/05b_noise.ipynb #8bae55e4
 def corrupt(rows: list[dict], rates: dict, tokenizer, seed: int = 0) -> list[dict]:
     "Rows `{messages, source}` with a seeded share of them corrupted per kind; each row gains `noise` (None when clean)."
     rng = random.Random(seed)
@@ -156,12 +156,12 @@ def corrupt(rows: list[dict], rates: dict, tokenizer, seed: int = 0) -> list[dic
             taken.append(i); free.remove(i)
     return out
 
-
+# %% ../nbs/05b_noise.ipynb #98dcd0b9
 def write_rows(path, rows: list[dict]) -> Path:
     "Write rows as JSONL (one per line: the data module's file:line names each sample), atomically."
     return write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
 
-# %% ../nbs/05b_noise.ipynb #b9d891b4
+# %% ../nbs/05b_noise.ipynb #25f00f96
 @dataclass
 class Truth:
     "Ground truth over the flat response tokens (N,): corrupted or not, and each token's noise kind (-1: clean)."
@@ -172,7 +172,7 @@ class Truth:
 
     def of(self, kind: str) -> np.ndarray: return self.kind == self.kinds.index(kind)
 
-
+# %% ../nbs/05b_noise.ipynb #4f2aac23
 def token_truth(sft, rows: list[dict], tokenizer) -> Truth:
     "The corrupted mask over `sft`'s response tokens, from the `noise` ranges of the rows its file was written from."
     from tokclean.data import render_conversation, trained
@@ -197,7 +197,7 @@ def token_truth(sft, rows: list[dict], tokenizer) -> Truth:
         sample_kind.append(noise["kind"] if noise else None)
     return Truth(np.concatenate(flags), np.concatenate(codes), kinds, sample_kind)
 
-# %% ../nbs/05b_noise.ipynb #9748bec9
+# %% ../nbs/05b_noise.ipynb #6e2b01ca
 def auroc(score: np.ndarray, corrupted: np.ndarray) -> float:
     "P(a clean token's score > a corrupted token's), ties counting half; NaN without both classes. Linear after one sort."
     score, bad = np.asarray(score, dtype=np.float64), np.asarray(corrupted, dtype=bool)
@@ -209,13 +209,13 @@ def auroc(score: np.ndarray, corrupted: np.ndarray) -> float:
     ranks[order] = np.repeat(first + (counts + 1) / 2, counts)  # 1-based average rank of each tie group
     return float((ranks[~bad].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
 
-
+# %% ../nbs/05b_noise.ipynb #bffc1844
 def auroc_se(a: float, n_bad: int, n_good: int) -> float:
     "The standard error of an AUROC `a` from `n_bad` corrupted and `n_good` clean tokens (Hanley and McNeil, 1982)."
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     return float(np.sqrt((a * (1 - a) + (n_bad - 1) * (q1 - a * a) + (n_good - 1) * (q2 - a * a)) / (n_bad * n_good)))
 
-
+# %% ../nbs/05b_noise.ipynb #5c876aa8
 def roc_points(score: np.ndarray, corrupted: np.ndarray, n: int = 101) -> tuple[np.ndarray, np.ndarray]:
     "The ROC curve of dropping the lowest scores: (share of clean dropped, share of corrupted dropped) at `n` cut-offs."
     score, bad = np.asarray(score, dtype=np.float64), np.asarray(corrupted, dtype=bool)

@@ -21,7 +21,7 @@ __all__ = ['RATES', 'SELECTOR_METHODS', 'BENCHES', 'BENCH_SOURCES', 'ARMS', 'Ben
            'judge', 'paired_bootstrap', 'self_check', 'run_bench', 'detection_table', 'rounds_frame',
            'downstream_frame', 'plot_rocs', 'plot_rounds', 'write_outputs', 'findings']
 
-# %% ../nbs/08d_noise_bench.ipynb #e124d374
+# %% ../nbs/08d_noise_bench.ipynb #414d56f3
 RATES = ("random_tokens:0.12:0.3", "splice:0.12:0.3", "filler:0.12:0.3", "repeat:0.12:0.3", "wrong_answer:0.12:1")
 # the selectors judged, in the tables' order: the methods of `selection.METHODS` but `full` (it drops nothing), and `soft`
 SELECTOR_METHODS = ("global", "sample", "threshold", "soft", "random", "high-ppl")  # `soft`: global top k with soft weights
@@ -42,7 +42,7 @@ class Bench:
     max_len: int = 384
     bootstrap: int = 2000  # resamples of the confidence intervals
 
-
+# %% ../nbs/08d_noise_bench.ipynb #ea9d30c5
 BENCHES = {"tiny": Bench(preset="tiny", pool=48, warmup=16, heldout=16, max_len=96),
            "demo": Bench()}
 
@@ -52,7 +52,7 @@ def study_name(bench: Bench) -> str:
     if BENCHES.get(bench.preset) == bench: return bench.preset
     return f"{bench.preset}-{hashlib.sha256(json.dumps(asdict(bench), sort_keys=True).encode()).hexdigest()[:8]}"
 
-# %% ../nbs/08d_noise_bench.ipynb #fbbbd91f
+# %% ../nbs/08d_noise_bench.ipynb #8ab1a6bf
 BENCH_SOURCES = {  # source -> (spec, share of the pool); the warm-up set comes from alpaca-gpt4
     "stanford_alpaca": ("shared:sft/stanford_alpaca/alpaca_5000.json", 0.3),
     "flan_v2_cot": (["shared:sft/flan_v2_cot/gsm8k_train.tsv", "shared:sft/flan_v2_cot/strategyqa_train.tsv",
@@ -85,7 +85,7 @@ def clean_sets(bench: Bench) -> tuple[dict, list[str]]:
     random.Random(0).shuffle(sets["pool"])  # mixed sources in every chunk
     return sets, notes
 
-
+# %% ../nbs/08d_noise_bench.ipynb #55d6fb35
 def write_data(bench: Bench, tokenizer, out: Path) -> tuple[dict, dict, list[str]]:
     "Write the clean and corrupted sets under `out` (only what changed); return their paths, the rows, and the notes."
     sets, notes = clean_sets(bench)
@@ -101,12 +101,12 @@ def write_data(bench: Bench, tokenizer, out: Path) -> tuple[dict, dict, list[str
         if not paths[name].exists() or paths[name].read_text() != text: write_rows(paths[name], rs)
     return paths, rows, notes
 
-# %% ../nbs/08d_noise_bench.ipynb #8e4fdb91
+# %% ../nbs/08d_noise_bench.ipynb #3d5d22bb
 def _as_select(method: str) -> tuple[str, str]:
     "The `select` method and weighting of a bench selector: `soft` is global top k with soft weights."
     return ("global", "soft") if method == "soft" else (method, "hard")
 
-
+# %% ../nbs/08d_noise_bench.ipynb #d3258d3a
 def judge(method: str, loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets, truth, k: float, seed: int = 0) -> list[dict]:
     "Detection records of one selector (`SELECTOR_METHODS`) on losses `loss_base` (base) and `loss_ref` (reference)."
     hard, weighting = _as_select(method)
@@ -115,13 +115,13 @@ def judge(method: str, loss_base: np.ndarray, loss_ref: np.ndarray | None, offse
              "soft": lambda: sel.weights}.get(method, lambda: loss_base.astype(np.float64) - loss_ref)()
     return [{**r, "method": method, "kept": sel.stats.kept_fraction} for r in detection(score, sel.keep, truth, sel.weights)]
 
-# %% ../nbs/08d_noise_bench.ipynb #8f210cd2
+# %% ../nbs/08d_noise_bench.ipynb #068c8472
 def _chunk_truth(truth: Truth, offsets: np.ndarray, rows) -> Truth:
     "The ground truth of the samples `rows` only, in their order."
     idx = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in rows])
     return Truth(truth.corrupted[idx], truth.kind[idx], truth.kinds, [truth.sample_kind[i] for i in rows])
 
-
+# %% ../nbs/08d_noise_bench.ipynb #8da8cc30
 def _round_records(cfg, manifest: dict, pool, truth: Truth, fixed_ref: str, bench: Bench, out: Path) -> list[dict]:
     "Per round: detection of the round's own selection on its chunk, and of the fixed clean warm-up on the same chunk."
     from tokclean.pipeline import chunks, subset
@@ -135,7 +135,7 @@ def _round_records(cfg, manifest: dict, pool, truth: Truth, fixed_ref: str, benc
         recs += [{**r, "round": t, "reference": "warm-up (clean), fixed"} for r in judge("global", loss_base, loss_fixed, ch_off, sub, bench.k)]
     return recs
 
-# %% ../nbs/08d_noise_bench.ipynb #949cdbbc
+# %% ../nbs/08d_noise_bench.ipynb #b041741c
 ARMS = {"full tokens, corrupted pool": ("full", "pool_noisy"), "cleaned (Fixed-Model), corrupted pool": ("fixed", "pool_noisy"),
         "full tokens, clean pool": ("full", "pool_clean")}
 
@@ -151,7 +151,7 @@ def paired_bootstrap(loss: dict, count: np.ndarray, arm: str, baseline: str, n: 
     return {"diff": float(diff(every)), "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
             "per_seed": per_seed, "better_on": int(sum(v < 0 for v in per_seed.values())), "seeds": len(seeds)}
 
-
+# %% ../nbs/08d_noise_bench.ipynb #df6073fc
 def _downstream(cfg, bench: Bench, paths: dict, ref: str, tok, out: Path, log) -> dict:
     "Held-out (clean) loss of each arm and seed, and each arm minus the corrupted pool's full-token arm with its interval."
     from tokclean.data import load_sft, sft_kwargs
@@ -184,7 +184,7 @@ def self_check(records: list[dict], k: float, z: float = 4.0) -> dict:
         out["ok"] &= bool(ok)
     return out
 
-# %% ../nbs/08d_noise_bench.ipynb #fe13940b
+# %% ../nbs/08d_noise_bench.ipynb #8ad3c0d9
 def _score(cfg, model: str, sft, out: Path):
     "Per-token losses of `model` on `sft` (cached under the study)."
     from tokclean.models import load_model, model_kwargs
@@ -192,7 +192,7 @@ def _score(cfg, model: str, sft, out: Path):
     m, _ = load_model(model, **{**model_kwargs(cfg.model), "dtype": score_dtype(cfg)})
     return score_dataset(m, sft, model, **{**score_kwargs(cfg.score), "cache_dir": str(out / "scores")}, progress=False)
 
-
+# %% ../nbs/08d_noise_bench.ipynb #bae2571e
 def _rocs(score: np.ndarray, truth) -> dict:
     "ROC points of `score` per noise kind (that kind's corrupted tokens against every clean token)."
     out = {}
@@ -203,7 +203,7 @@ def _rocs(score: np.ndarray, truth) -> dict:
         out[k] = {"fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist()}
     return out
 
-
+# %% ../nbs/08d_noise_bench.ipynb #48181656
 def _spread(loss_base, loss_ref) -> dict:
     "How far a reference is from the base: mean |loss_base - loss_ref| and the share of tokens it changes by more than 0.1."
     d = np.abs(loss_base.astype(np.float64) - loss_ref)
@@ -276,7 +276,7 @@ def run_bench(preset: str = "demo", out="runs/noise", results="paper_figs/noise/
     save()
     return res
 
-# %% ../nbs/08d_noise_bench.ipynb #fd8d5a76
+# %% ../nbs/08d_noise_bench.ipynb #b5ee6145
 def detection_table(res: dict):
     "AUROC, precision, recall and the noise share before and after, per reference, noise kind and selector."
     import pandas as pd
@@ -284,7 +284,7 @@ def detection_table(res: dict):
     cols = ["auroc", "precision", "recall", "noise_before", "noise_after"]
     return df.set_index(["reference", "kind", "method"])[cols].round(3)
 
-
+# %% ../nbs/08d_noise_bench.ipynb #157fef09
 def rounds_frame(res: dict):
     "AUROC and recall of each round's own selection and of the fixed warm-up's, per noise kind."
     import pandas as pd
@@ -292,7 +292,7 @@ def rounds_frame(res: dict):
     df = pd.DataFrame(res["rounds"])
     return df.pivot_table(index=["kind", "round"], columns="reference", values=["auroc", "recall"]).round(3)
 
-
+# %% ../nbs/08d_noise_bench.ipynb #eb2b67e8
 def downstream_frame(res: dict):
     "Held-out (clean) loss per arm: mean ± std over seeds, and the difference from full tokens on the corrupted pool with its CI."
     import pandas as pd
@@ -307,7 +307,7 @@ def downstream_frame(res: dict):
         rows[arm] = row
     return pd.DataFrame(rows).T
 
-
+# %% ../nbs/08d_noise_bench.ipynb #7e6fa826
 def plot_rocs(res: dict):
     "One panel per noise kind: the ROC of dropping the lowest scores, for each score, with the chance diagonal."
     import matplotlib.pyplot as plt
@@ -323,7 +323,7 @@ def plot_rocs(res: dict):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/08d_noise_bench.ipynb #e816abb0
 def plot_rounds(res: dict):
     "AUROC per self-evolving round and noise kind: the round's own reference (solid) against the fixed warm-up (dashed)."
     import matplotlib.pyplot as plt
@@ -341,7 +341,7 @@ def plot_rounds(res: dict):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/08d_noise_bench.ipynb #f1a567ff
 def write_outputs(res: dict, out) -> list[Path]:
     "The tables (Markdown and LaTeX) and the figures (PNG) of a results file, under `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -359,12 +359,12 @@ def write_outputs(res: dict, out) -> list[Path]:
         import matplotlib.pyplot as plt; plt.close(fig)
     return paths
 
-# %% ../nbs/08d_noise_bench.ipynb #cbcb9246
+# %% ../nbs/08d_noise_bench.ipynb #48107ac3
 def _verdict(r: dict) -> str:
     lo, hi = r["auroc"] - 2 * r["auroc_se"], r["auroc"] + 2 * r["auroc_se"]
     return "separates" if lo > 0.5 else "inverts" if hi < 0.5 else "does not separate"
 
-
+# %% ../nbs/08d_noise_bench.ipynb #ba2769c6
 def findings(res: dict) -> list[str]:
     "Sentences that say what a results file shows, computed from its numbers."
     import pandas as pd

@@ -36,7 +36,7 @@ def authors_results(path=REFERENCE_CSV):
     df = pd.read_csv(path, dtype={"seed": str})
     return df.assign(task=df.task.map(AUTHOR_TASKS).fillna(df.task))
 
-# %% ../nbs/08c_paper.ipynb #a81c0c27
+# %% ../nbs/08c_paper.ipynb #8f8eb6ab
 AUTHOR_METHODS = ["Base", "DS2 (10k)", "Full tokens", "Random", "RHO", "Fixed-Model Cleaning", "Self-Evolving Cleaning"]
 TABLE_COLUMNS = {**PAPER_COLUMNS, "average": "Average"}
 
@@ -54,7 +54,7 @@ def main_table(ref, model: str, seed: str = "42", table: str = "main"):
     cells = pd.concat([base, cells]) if len(base) else cells
     return cells.reindex([m for m in AUTHOR_METHODS if m in cells.index])[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
 
-
+# %% ../nbs/08c_paper.ipynb #07cbf5a7
 def save_table(df, name: str, title: str, out: Path) -> list[Path]:
     "Write `df` as name.md, name.tex and name.png under `out`."
     import matplotlib.pyplot as plt
@@ -72,7 +72,7 @@ def save_table(df, name: str, title: str, out: Path) -> list[Path]:
     fig.savefig(paths[2], dpi=150, bbox_inches="tight"); plt.close(fig)
     return paths
 
-# %% ../nbs/08c_paper.ipynb #c6bc95ad
+# %% ../nbs/08c_paper.ipynb #873774c4
 @dataclass(frozen=True)
 class PaperRun:
     "One row of a paper table: the authors' method name, the pipeline, k, extra settings, and which reference it scores against."
@@ -91,7 +91,7 @@ class PaperRun:
         cleans_with_ref = self.pipeline in METHOD_OF and METHODS[METHOD_OF[self.pipeline]].needs_ref
         return (self.pipeline == "self-evolving" or cleans_with_ref) and self.reference != "own"
 
-
+# %% ../nbs/08c_paper.ipynb #a4223c25
 MAIN_RUNS = [PaperRun("Full tokens", "full", 1.0), PaperRun("Random", "random"), PaperRun("RHO", "rho"),
              PaperRun("Fixed-Model Cleaning", "fixed"), PaperRun("Self-Evolving Cleaning", "self-evolving")]
 SWEEP_KS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -105,7 +105,7 @@ ABLATION_RUNS = [
              overrides=(*PREVIOUS, "data.prompt_labels=true"), reference="own", tag="prev-prompt"),
 ]
 
-# %% ../nbs/08c_paper.ipynb #b8434969
+# %% ../nbs/08c_paper.ipynb #53f12d5b
 @dataclass(frozen=True)
 class PaperTable:
     "A table of the paper: its runs, default preset and seeds, and the authors' tables it is compared with."
@@ -114,7 +114,7 @@ class PaperTable:
     seeds: tuple = (42,)
     authors: tuple = ("main",)
 
-
+# %% ../nbs/08c_paper.ipynb #3eba287a
 TABLES = {
     "main": PaperTable(lambda: MAIN_RUNS, seeds=(41, 42, 43)),
     "llama2-13b": PaperTable(lambda: MAIN_RUNS, preset="paper-llama2-13b", authors=("llama2_13b",)),
@@ -135,7 +135,7 @@ def table_runs(table: str, ks=None) -> list[PaperRun]:
     if table not in TABLES: raise BadInput(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
     return [r for r in TABLES[table].runs() if ks is None or r.k in ks or r.pipeline == "full"]
 
-# %% ../nbs/08c_paper.ipynb #f44eb696
+# %% ../nbs/08c_paper.ipynb #2ebdcd9f
 DS2_WARMUP_NOTE = ("The authors' DS2 10k warm-up file (raw_data/ds2-10k-warmup.json) is not public: the shared reference is trained on "
                    "{sub} instead (the first 10,000 samples of the pool, what the released self-evolving script trains its first model on); "
                    "set data.warmup=FILE to use your copy.")
@@ -151,7 +151,7 @@ def study_config(preset: str, overrides=(), config_file=None) -> tuple[Config, l
         notes.append(DS2_WARMUP_NOTE.format(sub=sub))
     return cfg, notes
 
-
+# %% ../nbs/08c_paper.ipynb #84b366a3
 def run_config(study: Config, run: PaperRun, seed: int, out: Path, reference: str | None) -> Config:
     "The config of one run of a study: its pipeline, k, seed, settings, reference and directory."
     over = {"run.pipeline": run.pipeline, "select.k": run.k, "run.seed": seed, "run.name": run.name(seed), "run.out_dir": str(out / "runs")}
@@ -159,7 +159,7 @@ def run_config(study: Config, run: PaperRun, seed: int, out: Path, reference: st
     if run.needs_reference: over["model.reference"] = reference
     return with_overrides(with_overrides(study, over), list(run.overrides))
 
-# %% ../nbs/08c_paper.ipynb #1b8ea3dc
+# %% ../nbs/08c_paper.ipynb #2186d958
 def _evaluated(model: str, cfg: Config, path: Path, log) -> dict:
     "The evaluation of `model` under the study's eval config, from `path` if it was done before (every process evaluates its share)."
     from tokclean.scoring import process_state
@@ -171,7 +171,7 @@ def _evaluated(model: str, cfg: Config, path: Path, log) -> dict:
         state.wait_for_everyone()
     return json.loads(path.read_text())
 
-
+# %% ../nbs/08c_paper.ipynb #b5550c8c
 def off_the_shelf(cfg: Config, out: Path) -> str:
     "The off-the-shelf reference of the study's base model: the instruct model of its family (a tiny seed-1 model for `tiny`)."
     if cfg.model.base == "tiny":  # no instruct twin: a tiny model that never saw the warm-up set
@@ -219,13 +219,13 @@ def run_table(table: str, preset: str | None = None, seeds=None, out="runs/paper
     if process_state().is_main_process: write_json(Path(results) if results else out / table / "results.json", result)
     return result
 
-# %% ../nbs/08c_paper.ipynb #54141941
+# %% ../nbs/08c_paper.ipynb #7ed60050
 def _record(rec: dict, **fields) -> dict:
     "An evaluation as a table's record: what identifies it, and the scores without TyDiQA's answers (they stay in the run's files)."
     tasks = {k: {f: v for f, v in t.items() if f != "predictions"} for k, t in rec["tasks"].items()}
     return {**rec, "tasks": tasks, **fields}
 
-
+# %% ../nbs/08c_paper.ipynb #dcd17bb9
 def _records(run: PaperRun, seed: int, cfg: Config, manifest: dict) -> list[dict]:
     "The evaluation records of one finished run: the final model, then (with eval.rounds) round 0 (its own warm-up) and rounds 1..T-1."
     from tokclean.pipeline import run_dir
@@ -234,7 +234,7 @@ def _records(run: PaperRun, seed: int, cfg: Config, manifest: dict) -> list[dict
     evals = [(final_round, d / "eval.json"), (0, d / "eval_warmup.json"), *[(t, d / f"eval_round_{t}.json") for t in range(1, cfg.run.rounds)]]
     return [_record(json.loads(f.read_text()), method=run.method, seed=seed, k=run.k, round=t, run=str(d)) for t, f in evals if f.exists()]
 
-# %% ../nbs/08c_paper.ipynb #90cda100
+# %% ../nbs/08c_paper.ipynb #6a37c42f
 TABLE_KEYS = {"main": ("method",), "llama2-13b": ("method",), "k-sweep": ("method", "k"), "matthew": ("iteration",),
               "ablations": ("method", "round")}
 
@@ -244,7 +244,7 @@ def _keyed(df):
     df = df.assign(k=df.k.astype(float).fillna(-1), round=df["round"].astype(float).fillna(-1))
     return df.assign(iteration=np.where(df.method == "Base", 0, df["round"] + 1))
 
-
+# %% ../nbs/08c_paper.ipynb #0e8d465c
 def ours_frame(records: list[dict]):
     "One row per record: method, seed, k, round, iteration, the score of each benchmark, and their average when all seven are there."
     df = scores_frame(records)
@@ -252,7 +252,7 @@ def ours_frame(records: list[dict]):
     for col in ("k", "round"): df[col] = [r.get(col) for r in records]
     return _keyed(df)
 
-
+# %% ../nbs/08c_paper.ipynb #6578af01
 def theirs_frame(authors, table: str, model: str, seeds):
     "The authors' values for `seeds` (their mean over 41-43, one seed, or else their mean) and their std where given, by the table's key."
     d = authors[authors.table.isin(TABLES[table].authors) & (authors.base_model == model)]
@@ -263,7 +263,7 @@ def theirs_frame(authors, table: str, model: str, seeds):
     piv = lambda x: _keyed(x).pivot_table(index=keys, columns="task", values="value", aggfunc="first").rename(columns=TABLE_COLUMNS)
     return piv(d[(d.seed == want) | d.seed.isna()]), piv(d[d.seed == "std"]) if want == "mean" else None
 
-
+# %% ../nbs/08c_paper.ipynb #34e08fce
 def compare_frame(records: list[dict], authors, table: str, model: str, seeds, digits: int = 2):
     "Ours (mean ± std over seeds), the authors', and ours minus theirs, one block of three rows per key of the table."
     import pandas as pd
@@ -284,18 +284,18 @@ def compare_frame(records: list[dict], authors, table: str, model: str, seeds, d
     df.index = pd.MultiIndex.from_tuples([(*(k if isinstance(k, tuple) else (k,)), w) for k, w in df.index], names=[*keys, ""])
     return df.assign(seeds=[n[k[0] if len(keys) == 1 else k[:-1]] for k in df.index])
 
-# %% ../nbs/08c_paper.ipynb #975a460c
+# %% ../nbs/08c_paper.ipynb #e5132745
 def matthew_wide(authors) -> "pd.DataFrame":
     "The authors' Matthew-effect rows as one row per iteration (0 the base, r + 1 after round r) and one column per benchmark."
     return _keyed(authors).pivot_table(index="iteration", columns="task", values="value").rename(columns=TABLE_COLUMNS)
 
-
+# %% ../nbs/08c_paper.ipynb #a27ab0a1
 def matthew_long(frame) -> "pd.DataFrame":
     "A long (iteration, benchmark, score) table from `ours_frame` (or from `matthew_wide`, its index reset)."
     cols = [c for c in PAPER_COLUMNS.values() if c in frame]
     return frame.melt(id_vars=["iteration"], value_vars=cols, var_name="benchmark", value_name="score").dropna()
 
-
+# %% ../nbs/08c_paper.ipynb #aaa45aec
 def plot_matthew(long, theirs=None, title: str = ""):
     "One panel per benchmark: score over self-evolving iterations; `theirs` (same layout) dashed, for comparison."
     import matplotlib.pyplot as plt
@@ -382,7 +382,7 @@ def _run_stages(run: PaperRun, seed: int, cfg: Config, reference: str) -> list[t
                 (unique("train"), f"{name}/{p}/train", "train", None, "cleaned", {"k": 1.0 if p == "full" else cfg.select.k})]
     return out + [(unique("eval"), f"{name}/eval", "eval", None, None, {})]
 
-# %% ../nbs/08c_paper.ipynb #71708950
+# %% ../nbs/08c_paper.ipynb #15e16d5a
 def plan_table(table: str, preset: str | None = None, seeds=None, gpu: str = "H100-80GB", overrides=(), config_file=None,
                ks=None, results_dir="benchmarks/results") -> tuple[list, list[str]]:
     "The cost of every stage `table` needs on one `gpu` (shared work once), and the notes behind the numbers. Loads no weights."
@@ -417,7 +417,7 @@ def plan_table(table: str, preset: str | None = None, seeds=None, gpu: str = "H1
                      "evaluation is priced as the paper suite (costs.EVAL_WORK), whatever eval.suite says"]
     return costs, notes
 
-
+# %% ../nbs/08c_paper.ipynb #154b8988
 def plan_by_run(costs) -> "pd.DataFrame":
     "Hours and peak memory per run of a plan (the part of each stage name before its first `/`), and the total."
     import pandas as pd

@@ -71,7 +71,7 @@ def tokens_html(tokenizer, input_ids, labels, keep_sample: np.ndarray, score_sam
         parts.append(f'<span style="{style[int(state[pos])]}"{tip}>{text}</span>')
     return '<div style="font-family:monospace;font-size:12px;line-height:1.6;white-space:pre-wrap">' + "".join(parts) + "</div>"
 
-# %% ../nbs/05a_viz.ipynb #f4149eea
+# %% ../nbs/05a_viz.ipynb #c7c3940a
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -80,7 +80,7 @@ def latex_escape(text: str) -> str:
     "Text safe inside LaTeX."
     return "".join(LATEX_SPECIAL.get(c, c) for c in text)
 
-
+# %% ../nbs/05a_viz.ipynb #f51e7001
 def tokens_latex(tokenizer, input_ids, labels, keep_sample: np.ndarray) -> str:
     "LaTeX for one sample: prompt grey, kept response tokens on blue, dropped ones red and struck out (needs xcolor, ulem)."
     labels = np.asarray(labels)
@@ -95,7 +95,7 @@ def tokens_latex(tokenizer, input_ids, labels, keep_sample: np.ndarray) -> str:
         parts.append((wrap[int(state[pos])] % visible if visible.strip() else visible) + "\\\\\n" * text.count("\n"))  # newlines break lines outside the box
     return r"\definecolor{keptblue}{HTML}{C6DBEF}" + "\n{\\small\\ttfamily " + "".join(parts) + "}\n"
 
-# %% ../nbs/05a_viz.ipynb #878b1729
+# %% ../nbs/05a_viz.ipynb #c7f37201
 def round_scores(manifest: dict) -> list[dict]:
     "Per round of a self-evolving manifest: scores (N,) and the global top-k keep mask (N,) at the run's own k."
     from tokclean.scoring import load_scores
@@ -108,7 +108,7 @@ def round_scores(manifest: dict) -> list[dict]:
         t += 1
     return out
 
-
+# %% ../nbs/05a_viz.ipynb #74a5b80f
 def plot_round_histograms(rounds: list[dict], title: str = "Token scores per self-evolving round"):
     "One symlog histogram per round, all tokens and selected tokens."
     import matplotlib.pyplot as plt

@@ -7,8 +7,8 @@ A notebook runs exactly as `tests/test_notebooks.py` runs it: nbdev's flags skip
 runs in nbs/. What is kept, per output:
 - stdout and results (text, HTML tables, PNG figures), unless the cell says `#| output: false` (Quarto's directive, which
   nbdev's docs honour too): that is how a cell that prints timings keeps them out of the repository;
-- never stderr (warnings, tqdm bars), widgets, errors, or text naming a temporary folder or this checkout's path, which
-  differ on every machine;
+- never stderr (warnings, tqdm bars), widgets, errors, timings (`0.15 s`), or text naming a temporary folder or this
+  checkout's path, which differ on every run or machine;
 - nothing over `MAX_BYTES`, so a figure cannot bloat the repository.
 `nbdev-clean` runs last, so the stored notebooks pass the sync check in CI unchanged.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 150_000  # one output; a 600x400 PNG figure is ~40 kB
-VOLATILE = [re.compile(p) for p in (r"\r", r"\d+(\.\d+)?(it/s|s/it)\]", re.escape(tempfile.gettempdir()) + "/",
+VOLATILE = [re.compile(p) for p in (r"\r", r"\d+(\.\d+)?(it/s|s/it)\]", r"\b\d+\.\d+ ?s\b", re.escape(tempfile.gettempdir()) + "/",
                                          re.escape(str(ROOT)), r"/home/|/Users/|/work/")]
 
 
@@ -49,6 +49,20 @@ def kept(cell: dict) -> list:
     return [] if silenced(src) else [o for o in cell.get("outputs", []) if why_dropped(o) is None]
 
 
+def show_figures(cell):
+    "What Jupyter's inline backend does at the end of a cell: show the figures it left open (once), then close them."
+    import base64, io
+    import matplotlib.pyplot as plt
+    shown = any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))  # a returned figure is already shown
+    for num in plt.get_fignums():
+        fig = plt.figure(num)
+        if not shown:
+            png = io.BytesIO(); fig.savefig(png, format="png", dpi=80, bbox_inches="tight")
+            cell.outputs.append({"output_type": "display_data", "metadata": {},
+                                 "data": {"image/png": base64.b64encode(png.getvalue()).decode(), "text/plain": [repr(fig)]}})
+        plt.close(fig)
+
+
 def run_and_store(path: Path) -> dict:
     "Run notebook `path` like the tests do and write back its kept outputs; return counts of kept and dropped outputs."
     from fastcore.nbio import read_nb, write_nb
@@ -62,12 +76,16 @@ def run_and_store(path: Path) -> dict:
     os.environ["IN_TEST"] = "1"
     shell = CaptureShell(path)
     with working_directory(path.parent):
-        shell.run_all(ran, exc_stop=True, preproc=_skip_cell(ran, skip, sorted(flags)), cell_timeout=900)
-    nb, counts = read_nb(path), {"kept": 0, "dropped": 0}
+        shell.run_all(ran, exc_stop=True, preproc=_skip_cell(ran, skip, sorted(flags)), postproc=show_figures,
+                      cell_timeout=900)
+    nb, counts = read_nb(path), {"kept": 0}
     for cell, done in zip(nb.cells, ran.cells, strict=True):
         if cell.cell_type != "code": continue
         cell.outputs = kept(done)
-        counts["kept"] += len(cell.outputs); counts["dropped"] += len(done.get("outputs", [])) - len(cell.outputs)
+        counts["kept"] += len(cell.outputs)
+        for o in done.get("outputs", []):
+            why = "`#| output: false`" if silenced(done.source) else why_dropped(o)
+            if why: counts[why] = counts.get(why, 0) + 1
     write_nb(nb, path)
     return counts
 
@@ -93,5 +111,6 @@ if __name__ == "__main__":
     if not args: sys.exit(__doc__)
     for name in args:
         counts = run_and_store(Path(name).resolve())
-        print(f"{name}: kept {counts['kept']} outputs, dropped {counts['dropped']}", flush=True)
+        print(f"{name}: kept {counts.pop('kept')} outputs; dropped " + (", ".join(f"{n} ({why})" for why, n in counts.items()) or "none"),
+              flush=True)
     subprocess.run([str(Path(sys.executable).parent / "nbdev-clean")], cwd=ROOT, check=True)
