@@ -1,12 +1,13 @@
 """Pipelines end to end on the tiny preset through the command line: every pipeline runs, a killed run resumes at the
 stage it was in and ends with the same final model (identical weights on CPU) as an uninterrupted run."""
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
 
-from tokclean.files import sha256_file
+from tokclean.files import dir_sha256, sha256_file
 from tokclean.fixtures import ACCELERATE_2CPU
+from tokclean.pipeline import digest
 
 from conftest import run_cli as run, tool
 
@@ -125,3 +126,59 @@ def test_eval_stage_in_two_processes_beats_a_short_timeout(tmp_path):
     assert {k: v["n"] for k, v in e2.items()} == {k: v["n"] for k, v in e1.items()} == {"boolq": 4, "tydiqa": 4}
     for bench in ("boolq",): assert abs(e1[bench]["score"] - e2[bench]["score"]) < 1e-9
     assert sorted(p["id"] for p in e2["tydiqa"]["predictions"]) == sorted(p["id"] for p in e1["tydiqa"]["predictions"])
+
+
+def resume(tmp: Path, pipeline: str, *extra) -> tuple[dict, list[str]]:
+    "Run the same `tokclean run` again in `tmp`; its manifest and its stage lines (`[stage] ...`)."
+    done = subprocess.run([sys.executable, "-m", "tokclean", "run", pipeline, "--preset", "tiny", "--set", f"run.out_dir={tmp}",
+                           "--set", f"score.cache_dir={tmp}/scores", "--set", "run.seed=42", *extra], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp / f"tiny-{pipeline}-s42" / "manifest.json").read_text()), [l for l in done.stdout.splitlines() if l.startswith("[")]
+
+
+def flip_a_byte(model_dir):
+    weights_file = Path(model_dir) / "model.safetensors"
+    data = bytearray(weights_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights_file.write_bytes(bytes(data))
+
+
+def test_resume_needs_score_caches_only_for_what_it_computes(tmp_path):
+    """A finished run resumes with its score caches deleted, scoring nothing; when its final model is damaged, the retraining
+    needs the selection, so both caches are scored again (same bytes, the selection stands) and the model is the same."""
+    first = run(tmp_path, "fixed")
+    shutil.rmtree(tmp_path / "scores")
+    _, lines = resume(tmp_path, "fixed")
+    assert len(lines) == 7 and all(l.endswith("done before, skipped") for l in lines[:6]), lines
+    assert not (tmp_path / "scores").exists(), "nothing may be scored"
+    flip_a_byte(first["final_model"])
+    again, lines = resume(tmp_path, "fixed")
+    assert sum("its scores are needed but unusable, scoring again" in l for l in lines) == 2, lines
+    assert "[fixed/select] done before, skipped" in lines and any(l.startswith("[fixed/train] ") and "checksum" in l for l in lines)
+    assert [again["stages"][f"fixed/score_{w}"]["sha256"] for w in ("base", "ref")] == [first["stages"][f"fixed/score_{w}"]["sha256"] for w in ("base", "ref")]
+    assert weights(again) == weights(first)
+
+
+def test_a_changed_round_makes_the_later_rounds_stale(tmp_path):
+    """Self-evolving, 2 rounds. Round 1 trained again to the same weights (a CPU is bit-reproducible) leaves round 2 standing;
+    round 1 with other weights (as a GPU rebuild gives) makes every stage that used it, directly or not, stale, one line each."""
+    first = run(tmp_path, "self-evolving")
+    assert first["stages"]["data"]["chunk_rows"] == [{"chunk": t, "rows": [21 * t, 21 * t + 21], "samples": 21} for t in range(3)] + [
+        {"chunk": None, "rows": [63, 64], "samples": 1}]  # 64 rows in 3 chunks: 64 // 3 rows each, as the official split; row 63 in none
+    r1, r2 = (Path(first["stages"][f"round_{t}/train"]["model"]) for t in (1, 2))
+    flip_a_byte(r1)
+    same, lines = resume(tmp_path, "self-evolving")
+    assert any(l.startswith("[round_1/train] ") and "checksum" in l for l in lines) and not any("stale" in l for l in lines), lines
+    assert same["stages"]["round_1/train"]["model_sha256"] == first["stages"]["round_1/train"]["model_sha256"]
+    shutil.copy(r2 / "model.safetensors", r1 / "model.safetensors")  # round 1 now holds other weights, recorded as its own
+    manifest = tmp_path / "tiny-self-evolving-s42" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["stages"]["round_1/train"]["model_sha256"] = dir_sha256(r1)
+    manifest.write_text(json.dumps(m))
+    changed, lines = resume(tmp_path, "self-evolving")
+    assert [l.split("]")[0][1:] for l in lines if "stale" in l] == ["round_2/score_ref", "round_2/select", "round_2/train"], lines
+    assert "[round_2/score_base] done before, skipped" in lines and "[round_1/select] done before, skipped" in lines
+    assert changed["stages"]["round_2/score_ref"]["sha256"] != first["stages"]["round_2/score_ref"]["sha256"]
+    assert changed["stages"]["round_2/train"]["after"]["round_1/train"] == digest(changed["stages"]["round_1/train"])
+    _, lines = resume(tmp_path, "self-evolving")  # and now it all stands
+    assert all(l.endswith("done before, skipped") for l in lines[:-1]), lines

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tokclean.files import sha256_file
 from tokclean.fixtures import ACCELERATE_2CPU
 
 from conftest import tool
@@ -64,3 +65,52 @@ def test_corrupted_cache_is_recomputed(reference, tmp_path):
     loss.write_bytes(loss.read_bytes()[:-8])  # truncate: the checksum no longer matches
     again = score(tmp_path)
     assert again["sha256"]["loss.npy"] == first["sha256"]["loss.npy"] == reference["sha256"]["loss.npy"]
+
+
+def start(cache: Path, threads: int = 1) -> subprocess.Popen:
+    "`tokclean score` in the background: an independent process, not a rank of an accelerate job."
+    return subprocess.Popen([tool("tokclean"), "score", *ARGS, "--set", f"score.cache_dir={cache}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+
+def together(cache: Path) -> list[str]:
+    "Start two scoring commands on one cache folder at once; both must succeed. Their stdout lines."
+    procs = [start(cache) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+    return [out.strip().splitlines()[-1] for out, _ in outs]
+
+
+@pytest.fixture(scope="module")
+def one_thread(tmp_path_factory):
+    "A single 1-thread run: the bytes that two 1-thread processes sharing a cache must produce."
+    return score(tmp_path_factory.mktemp("one_thread"), threads=1)
+
+
+def finished_folder(cache: Path) -> Path:
+    "The one entry of `cache`, checked to hold one finished result and nothing else (no shard, temporary or second manifest)."
+    entries = list(cache.iterdir())
+    assert len(entries) == 1, entries
+    assert sorted(p.name for p in entries[0].iterdir()) == [".lock", "loss.npy", "manifest.json", "offsets.npy"]
+    return entries[0]
+
+
+def test_two_independent_runs_share_one_cache(one_thread, tmp_path):
+    """Two `tokclean score` commands started together into one score.cache_dir: both succeed and the folder ends with one
+    result, the bytes of a single run (sha256 of loss.npy), which both commands report."""
+    lines = together(tmp_path)
+    d = finished_folder(tmp_path)
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["sha256"]["loss.npy"] == one_thread["sha256"]["loss.npy"] == sha256_file(d / "loss.npy")
+    assert all(f"sha256 {m['sha256']['loss.npy'][:16]}" in line for line in lines), lines
+
+
+def test_two_independent_runs_repair_one_damaged_cache(one_thread, tmp_path):
+    "A finished cache whose manifest is cut in half, then two commands at once: one removes it, both succeed, the bytes are a single run's."
+    score(tmp_path, threads=1)
+    manifest = next(tmp_path.glob("*/manifest.json"))
+    text = manifest.read_text()
+    manifest.write_text(text[: len(text) // 2])
+    together(tmp_path)
+    d = finished_folder(tmp_path)
+    assert json.loads((d / "manifest.json").read_text())["sha256"]["loss.npy"] == one_thread["sha256"]["loss.npy"]

@@ -385,10 +385,10 @@ def _encode(batch: list, tokenizer, template: str, max_len: int, report: DataRep
             cols[k].append(v)
     return cols
 
-# %% ../nbs/02a_data_labels.ipynb #c9950209
+# %% ../nbs/02a_data_labels.ipynb #65e36ca8
 @dataclass
 class SFTData:
-    "Tokenized SFT data: `dataset` (input_ids, labels, source, where, n_response, truncated), fingerprints, report, and the conversations."
+    "Tokenized SFT data: `dataset` (input_ids, labels, source, where, n_response, truncated, row: its raw row), fingerprints, report, and the conversations."
     dataset: object
     fingerprint: str
     data_fingerprint: str
@@ -410,7 +410,7 @@ def split_rows(spec: str) -> tuple[str, int, int | None]:
     m = re.fullmatch(r"(.+)\[(\d*):(\d*)\]", spec)
     return (spec, 0, None) if not m else (m[1], int(m[2] or 0), int(m[3]) if m[3] else None)
 
-# %% ../nbs/02a_data_labels.ipynb #b4fc2319
+# %% ../nbs/02a_data_labels.ipynb #3e0d2f13
 def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", template: str = "tulu", max_len: int = 2048,
              limit: int | None = None, on_bad: str = "raise", drop_synthetic: bool = True, shuffle: bool = False,
              turn_end: str = "eos", prompt_labels: bool = False, seed: int = 42, batch: int = 256) -> SFTData:
@@ -418,21 +418,27 @@ def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", templa
     import datasets
     report = DataReport(str(pool))
     spec, start, stop = split_rows(str(pool)) if isinstance(pool, str) else (pool, 0, None)
-    convs = list(islice(islice(_conversations(spec, split, format, on_bad, drop_synthetic, report), start, stop), limit))
+    stream = _conversations(spec, split, format, on_bad, drop_synthetic, report)
+    for _ in islice(stream, start): pass  # the samples before the slice
+    first, take = report.rows, [n for n in (None if stop is None else max(stop - start, 0), limit) if n is not None]
+    # each conversation with the raw row it came from, counted from the slice's start (bad rows included): what chunks follow
+    convs = [(where, msgs, source, max(report.rows - 1 - first, 0)) for where, msgs, source in islice(stream, min(take, default=None))]
     if shuffle: random.Random(seed).shuffle(convs)
-    data_fp = _sha(json.dumps([(m, s) for _, m, s in convs], sort_keys=True, ensure_ascii=False))
+    data_fp = _sha(json.dumps([(m, s) for _, m, s, _ in convs], sort_keys=True, ensure_ascii=False))
     cols: dict = {}
     for i in range(0, len(convs), batch):
-        batch_cols = _encode(convs[i : i + batch], tokenizer, template, max_len, report, on_bad, turn_end, prompt_labels)
+        batch_cols = _encode([c[:3] for c in convs[i : i + batch]], tokenizer, template, max_len, report, on_bad, turn_end, prompt_labels)
         for k, v in batch_cols.items(): cols.setdefault(k, []).extend(v)
     if not cols.get("input_ids"): raise BadInput(f"{pool}: no usable samples ({report})")
+    row_of = {where: row for where, _, _, row in convs}  # `where` names one raw row
+    cols["row"] = [row_of[w] for w in cols["where"]]
     report.samples, report.tokens = len(cols["input_ids"]), sum(map(len, cols["input_ids"]))
     report.response_tokens = sum(cols["n_response"])
     report.sources = dict(Counter(cols["source"]))
     convs = cols.pop("messages")
     ds = datasets.Dataset.from_dict(cols)
     meta = {"pool": str(pool), "tokenizer": tokenizer_fingerprint(tokenizer), "template": template, "max_len": max_len,
-            "turn_end": turn_end, "prompt_labels": prompt_labels}
+            "turn_end": turn_end, "prompt_labels": prompt_labels, "rows": report.rows - first}  # rows: raw rows the samples came from
     return SFTData(ds, _sha(data_fp, meta["tokenizer"], template, max_len, turn_end, prompt_labels), data_fp, report, convs, meta)
 
 # %% ../nbs/02a_data_labels.ipynb #3133dd92

@@ -124,10 +124,10 @@ def _chunk_truth(truth: Truth, offsets: np.ndarray, rows) -> Truth:
 # %% ../nbs/08d_noise_bench.ipynb #8da8cc30
 def _round_records(cfg, manifest: dict, pool, truth: Truth, fixed_ref: str, bench: Bench, out: Path) -> list[dict]:
     "Per round: detection of the round's own selection on its chunk, and of the fixed clean warm-up on the same chunk."
-    from tokclean.pipeline import chunks, subset
+    from tokclean.pipeline import pool_chunks, subset
     from tokclean.scoring import load_scores
     st, offsets, recs = manifest["stages"], response_offsets(pool.dataset["n_response"]), []
-    for t, rows in enumerate(chunks(len(pool.dataset), bench.rounds + 1)[1:], 1):
+    for t, rows in enumerate(pool_chunks(pool, bench.rounds + 1)[1:], 1):
         chunk, sub = subset(pool, rows, f"chunk{t}"), _chunk_truth(truth, offsets, rows)
         loss_base, loss_ref = (load_scores(st[f"round_{t}/{s}"]["path"], sft=chunk).loss for s in ("score_base", "score_ref"))
         loss_fixed, ch_off = _score(cfg, fixed_ref, chunk, out).loss, response_offsets(chunk.dataset["n_response"])

@@ -333,7 +333,7 @@ def _pools(study: Config) -> tuple[dict, str]:
     from tokclean.costs import PAPER_POOLS, pool_lengths
     from tokclean.data import load_sft, resolve_data, sft_kwargs, split_rows
     from tokclean.models import load_tokenizer, tokenizer_kwargs
-    from tokclean.pipeline import chunks, subset
+    from tokclean.pipeline import pool_chunks, subset
     spec = split_rows(study.data.pool)[0]
     tok = None
     if spec == "tiny" or not isinstance(resolve_data(spec), str):  # a local file: measure it
@@ -345,7 +345,7 @@ def _pools(study: Config) -> tuple[dict, str]:
                  **{f"chunk{t}": PAPER_POOLS[f"ds2-50k-chunk{t}"] for t in range(5)}},
                 "lengths: the paper's DS2 50k pool statistics (Llama-3 tokenizer; the data is not at hand here)")
     bs, pool = study.train.batch_size, load_sft(study.data.pool, tok, **sft_kwargs(study.data))
-    parts = chunks(len(pool.dataset), study.run.rounds + 1)
+    parts = pool_chunks(pool, study.run.rounds + 1)
     out = {"pool": pool_lengths(pool, bs), **{f"chunk{t}": pool_lengths(subset(pool, p, f"chunk{t}"), bs) for t, p in enumerate(parts)}}
     first = study.run.warmup_mode == "first_chunk"
     out["cleaned"] = pool_lengths(subset(pool, np.concatenate(parts[1:]), "cleaned"), bs) if first else out["pool"]
