@@ -117,12 +117,13 @@ def cmd_select(cfg, args):
         print(f"saved to {out}")
     return sel
 
-# %% ../nbs/99_cli.ipynb #e5c42118
+# %% ../nbs/99_cli.ipynb #66fbe95a
 def cmd_train(cfg, args):
     "Fine-tune model.base with LoRA on data.pool (all response tokens) and save the merged model to --out."
     from tokclean.training import train, train_kwargs
     sft = load_sft(cfg.data.pool, _base_tokenizer(cfg), **sft_kwargs(cfg.data), seed=cfg.run.seed)
-    res = train(cfg.model.base, sft.dataset, args.out, seed=cfg.run.seed, model_kw=model_kwargs(cfg.model), **train_kwargs(cfg.train))
+    res = train(cfg.model.base, sft.dataset, args.out, seed=cfg.run.seed, model_kw=model_kwargs(cfg.model),
+                checkpoint_dir=f"{Path(args.out)}.checkpoints", **train_kwargs(cfg.train))
     print(f"{res.path}: {len(res.log)} steps, loss {res.log[0]['loss']:.4f} -> {res.log[-1]['loss']:.4f}, {res.seconds} s")
 
 
