@@ -153,7 +153,7 @@ class SelectCfg:
         _one_of("select", "weighting", self.weighting, WEIGHTINGS)
         _require(self.temperature > 0, "select", "temperature", self.temperature, "must be positive")
 
-# %% ../nbs/00_config.ipynb #f253b06c
+# %% ../nbs/00_config.ipynb #92e23b4a
 @dataclass(frozen=True)
 class TrainCfg:
     "LoRA fine-tuning on the cleaned labels (the paper's recipe by default)."
@@ -173,6 +173,7 @@ class TrainCfg:
     grad_ckpt: bool = True  # gradient checkpointing
     loss_norm: str = "step"  # step: mean over all kept tokens of the optimiser step; micro_batch: the paper's per-batch mean
     shuffle: bool = False  # the paper trains in file order
+    save_steps: int = 50  # optimiser steps between checkpoints of a pipeline's training stage (a killed stage resumes from the last); 0: none
 
     def __post_init__(self):
         _check_types(self)
@@ -186,6 +187,7 @@ class TrainCfg:
         _require(0 <= self.warmup_ratio < 1, "train", "warmup_ratio", self.warmup_ratio, "must lie in [0, 1)")
         _require(self.weight_decay >= 0, "train", "weight_decay", self.weight_decay, "must be >= 0")
         _require(self.max_grad_norm >= 0, "train", "max_grad_norm", self.max_grad_norm, "must be >= 0")
+        _require(self.save_steps >= 0, "train", "save_steps", self.save_steps, "must be >= 0 (0: no checkpoints)")
         _one_of("train", "loss_norm", self.loss_norm, LOSS_NORMS)
 
 # %% ../nbs/00_config.ipynb #74650ce5

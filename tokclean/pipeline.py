@@ -158,7 +158,7 @@ def _spread(labels, values) -> list:
     out[labels != -100] = values
     return out.tolist()
 
-# %% ../nbs/08_pipeline.ipynb #51a78ee9
+# %% ../nbs/08_pipeline.ipynb #87554fd0
 def _scores(run: Run, model_spec: str, sft: SFTData, name: str, progress: bool = True) -> dict:
     cfg = run.cfg
     kw = {**model_kwargs(cfg.model), "dtype": score_dtype(cfg)}
@@ -174,8 +174,10 @@ def _load_loss(info: dict, sft: SFTData) -> np.ndarray:
 
 
 def _train(run: Run, start: str, data, out: str) -> dict:
+    "Train `start` on `data` into `out`, checkpointing in the run directory (`checkpoints/<model>`) so that a killed stage resumes."
     cfg = run.cfg
-    res = train(start, data, run.dir / out, seed=cfg.run.seed, model_kw=model_kwargs(cfg.model), **train_kwargs(cfg.train))
+    res = train(start, data, run.dir / out, seed=cfg.run.seed, model_kw=model_kwargs(cfg.model), checkpoint_dir=run.dir / "checkpoints" / Path(out).name,
+                **train_kwargs(cfg.train))
     return {"model": str(res.path), "model_sha256": dir_sha256(res.path), "start": start, "samples": len(data), "kept_tokens": res.kept_tokens,
             "first_loss": res.log[0]["loss"] if res.log else None, "last_loss": res.log[-1]["loss"] if res.log else None,
             "steps": len(res.log)}
