@@ -4,23 +4,37 @@
 
 # %% ../nbs/99_cli.ipynb #1ccb437d
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, sys, time, warnings
 
 import numpy as np
+import tokclean
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from .config import PIPELINES, PRESETS, ConfigError, get_config, save_config, to_dict
-from .data import label_check, load_sft, sft_kwargs
-from .files import BadInput, UserError, fetch_alpaca_demo, library_versions, smollm2_gguf
-from .models import chat, check_same_vocab, gguf_to_hf, load_model, load_tokenizer, model_kwargs, tokenizer_kwargs
+from .data import label_check, load_sft, resolve_data, sft_kwargs, split_rows
+from .files import BadInput, NotFound, UserError, fetch_alpaca_demo, library_versions, smollm2_gguf
+from .models import (chat, check_reference, check_same_vocab, gguf_to_hf, load_model, load_tokenizer, model_kwargs,
+    resolve_model, tokenizer_kwargs)
 from .scoring import process_state, score_dataset, score_dtype, score_kwargs
 from .selection import needs_reference, select, select_kwargs
 
 # %% auto #0
-__all__ = ['COMMANDS', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets', 'scores_for', 'cmd_score', 'cmd_select', 'cmd_train',
-           'cmd_run', 'cmd_demo', 'cmd_report', 'stage_record', 'cmd_eval', 'cmd_paper', 'cmd_noise_bench',
-           'build_parser', 'main']
+__all__ = ['COMMANDS', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets', 'check_inputs', 'scores_for', 'cmd_score',
+           'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'stage_record', 'cmd_eval', 'cmd_paper',
+           'cmd_noise_bench', 'build_parser', 'main']
+
+# %% ../nbs/99_cli.ipynb #41f2cf85
+_python_format, _package = warnings.formatwarning, Path(tokclean.__file__).resolve().parent
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    "tokclean's own warnings as `tokclean: warning: ...`; every other warning as Python prints it."
+    if Path(filename).resolve().parent == _package: return f"tokclean: warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _one_line
 
 # %% ../nbs/99_cli.ipynb #e8f0f377
 def cmd_config(cfg, args):
@@ -69,12 +83,25 @@ def cmd_assets(cfg, args):
     print(f"smollm2-135m-instruct: {gguf_to_hf(smollm2_gguf())}")
 
 # %% ../nbs/99_cli.ipynb #50f3b08d
-def _model_spec(cfg, which: str) -> str:
+def _model_spec(cfg, which: str, why: str = "--model reference") -> str:
     if which == "base": return cfg.model.base
     if which == "reference":
-        if not cfg.model.reference: raise ConfigError("model.reference is not set: --set model.reference=PATH (a trained reference)")
+        if not cfg.model.reference:
+            raise ConfigError(f"model.reference is not set, and {why} needs a reference model: make one with `tokclean run warmup` "
+                              "(the final model it prints) or `tokclean train --out DIR`, then --set model.reference=DIR")
         return cfg.model.reference
     return which
+
+
+def check_inputs(cfg, which: list[str], why: str = "--model reference"):
+    "Check, before any model loads, what scoring `which` models on `data.pool` needs: the models, the data, one vocabulary."
+    specs = [_model_spec(cfg, w, why) for w in which]  # an unset reference fails here
+    for w, spec in zip(which, specs):
+        try: resolve_model(spec)
+        except NotFound as e: raise NotFound(f"{'model.' + w if w in ('base', 'reference') else '--model'}={spec}: {e}") from None
+    resolve_data(split_rows(cfg.data.pool)[0])  # a data file that is not there
+    for spec in specs:
+        if spec != cfg.model.base: check_reference(cfg.model.base, spec, **tokenizer_kwargs(cfg.model))
 
 
 def scores_for(cfg, which: str, sft=None, progress: bool = True):
@@ -92,6 +119,7 @@ def scores_for(cfg, which: str, sft=None, progress: bool = True):
 
 def cmd_score(cfg, args):
     "Per-token losses of one model (--model base|reference|SPEC) on data.pool, cached by content."
+    check_inputs(cfg, [args.model])
     scores, _ = scores_for(cfg, args.model)
     m = scores.manifest
     print(f"{scores.path}: {m['n_tokens']} response tokens of {m['n_samples']} samples, mean loss {m['mean_loss']:.4f}, "
@@ -100,8 +128,10 @@ def cmd_score(cfg, args):
 # %% ../nbs/99_cli.ipynb #827a0ebd
 def cmd_select(cfg, args):
     "Score base and reference (cached), select tokens by select.method, print statistics (and save them with --save)."
+    uses_ref = needs_reference(cfg.select.method, cfg.select.weighting)
+    check_inputs(cfg, ["base", "reference"] if uses_ref else ["base"], f"select.method={cfg.select.method}")
     base, sft = scores_for(cfg, "base")
-    ref = scores_for(cfg, "reference", sft)[0] if needs_reference(cfg.select.method, cfg.select.weighting) else None
+    ref = scores_for(cfg, "reference", sft)[0] if uses_ref else None
     sel = select(base.loss, None if ref is None else ref.loss, base.offsets, **select_kwargs(cfg), sources=sft.dataset["source"])
     st = sel.stats
     print(f"{cfg.select.method} k={cfg.select.k}: kept {st.n_kept}/{st.n_tokens} tokens ({st.kept_fraction:.1%}); "
@@ -156,7 +186,7 @@ def cmd_demo(cfg, args):
 
 
 def cmd_report(cfg, args):
-    "Write the HTML report comparing a cleaning run (--cleaned DIR) with its full-token baseline (--baseline DIR)."
+    "Write the HTML report comparing a cleaning run (--cleaned: fixed, rho, random, high-ppl, self-evolving) with another run (--baseline, usually full)."
     from tokclean.report import write_report
     print(f"report: {write_report(args.cleaned, args.baseline, args.out)}")
 
@@ -253,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("model", nargs="?", help="model path or spec (default: model.base)")
             p.add_argument("--out", metavar="FILE.json", help="where to write the scores")
         if name == "report":
-            p.add_argument("--cleaned", required=True, metavar="DIR", help="run directory of a fixed or rho run")
-            p.add_argument("--baseline", required=True, metavar="DIR", help="run directory of the full-token run")
+            p.add_argument("--cleaned", required=True, metavar="DIR",
+                           help="run directory of a cleaning run: fixed, rho, random, high-ppl or self-evolving")
+            p.add_argument("--baseline", required=True, metavar="DIR", help="run directory to compare with (usually the full-token run)")
             p.add_argument("--out", default="report.html", help="the HTML file to write")
         if name == "paper":
             from tokclean.costs import GPUS
