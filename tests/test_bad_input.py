@@ -46,6 +46,10 @@ DATA_CASES = {
     "prompt/completion wrong type": ("a.jsonl", json.dumps({"prompt": "Hi", "completion": 3}), "field 'completion' must be str or list, got int"),
     "duplicate id": ("a.jsonl", json.dumps({"id": "r1", **OK}) + "\n" + json.dumps({"id": "r1", **OK}) + "\n",
                      "a.jsonl:2: id 'r1' is already used at"),
+    "truncated last JSON line": ("a.jsonl", json.dumps(OK) + '\n{"messages": [{"role": "user", "con',
+                                 "a.jsonl:2: invalid JSON: the file ends mid-record (after column 35"),
+    "mixed formats": ("a.jsonl", json.dumps(OK) + "\n" + json.dumps({"instruction": "x", "output": "y"}) + "\n",
+                      "a.jsonl:2: the file mixes formats: line 1 was messages and this row is alpaca; split it into one file per format"),
 }
 
 
@@ -207,6 +211,85 @@ def _output_dir_of_another_run(tmp: Path):
     Run(get_config("tiny", overrides=[f"run.out_dir={tmp}", "train.lr=0.5"]))
 
 
+def _directory_as_data_file(tmp: Path):
+    (tmp / "rows").mkdir()
+    (tmp / "rows" / "a.jsonl").write_text(json.dumps(OK) + "\n")
+    load_sft(tmp / "rows", tiny_tokenizer())
+
+
+def _selection_keeps_nothing(tmp: Path):
+    from tokclean.selection import select
+    loss = np.random.default_rng(0).random(3789, dtype=np.float32)  # the demo pool's response tokens
+    select(loss, loss / 2, np.array([0, 1900, 3789]), "global", k=0.0001)
+
+
+def _threshold_above_every_score(tmp: Path):
+    from tokclean.selection import select
+    select(np.ones(4, np.float32), np.zeros(4, np.float32), np.array([0, 2, 4]), "threshold", tau=9.0)
+
+
+def _label_check_of_nothing(tmp: Path):
+    from tokclean.data import label_check
+    label_check(load_sft("tiny", tiny_tokenizer(), max_len=16), tiny_tokenizer())
+
+
+def _max_len_above_context(tmp: Path):
+    from tokclean.models import load_tokenizer
+    load_sft("alpaca-gpt4-demo", load_tokenizer("smollm2-135m-instruct"), max_len=10_000)
+
+
+def _select(*overrides):
+    "`tokclean select --preset tiny` in this process, failing the case if a model loads before the inputs are checked."
+    from argparse import Namespace
+    from tokclean import cli
+    with mock.patch.object(cli, "load_model", side_effect=AssertionError("a model loaded before the inputs were checked")):
+        cli.cmd_select(get_config("tiny", overrides=list(overrides)), Namespace(save=None))
+
+
+def _reference_of_other_vocabulary(tmp: Path):
+    from tokclean.fixtures import tiny_model
+    from tokclean.models import save_model
+    _select(f"model.reference={save_model(tiny_model(300), tiny_tokenizer(vocab_size=300), tmp / 'ref')}")
+
+
+def _config_not_a_mapping(tmp: Path):
+    (tmp / "c.yaml").write_text("- train\n- lr\n")
+    load_config(tmp / "c.yaml")
+
+
+def _newer_score_cache(tmp: Path):
+    from tokclean.scoring import load_scores, score_dataset
+    model, tok = load_model("tiny", dtype="float32")
+    scored = score_dataset(model, load_sft("tiny", tok, max_len=96, limit=4), "tiny", cache_dir=tmp, progress=False)
+    m = json.loads((scored.path / "manifest.json").read_text())
+    (scored.path / "manifest.json").write_text(json.dumps({**m, "scoring_version": m["scoring_version"] + 1, "tokclean": "99.0"}))
+    load_scores(scored.path)
+
+
+def _fake_run(tmp: Path, pipeline: str, done: bool = True) -> Path:
+    "A run folder with a config and a manifest, and nothing trained: enough for what the report checks first."
+    from tokclean.config import save_config
+    d = tmp / f"tiny-{pipeline}-s42"
+    save_config(get_config("tiny", overrides=[f"run.pipeline={pipeline}"]), d / "config.yaml")
+    files.write_json(d / "manifest.json", {"stages": {"done": {}} if done else {"data": {}}})
+    return d
+
+
+def _report_of_full_as_cleaned(tmp: Path):
+    from tokclean.report import write_report
+    write_report(_fake_run(tmp, "full"), _fake_run(tmp, "fixed"), tmp / "r.html")
+
+
+def _report_of_no_run(tmp: Path):
+    from tokclean.report import write_report
+    write_report(tmp, _fake_run(tmp, "full"), tmp / "r.html")
+
+
+def _report_of_unfinished_run(tmp: Path):
+    from tokclean.report import write_report
+    write_report(_fake_run(tmp, "fixed", done=False), _fake_run(tmp, "full"), tmp / "r.html")
+
+
 # name -> (a function of a temporary folder that must fail, expected substring of the error)
 OTHER_CASES = {
     "base/reference tokenizer mismatch": (lambda tmp: check_same_vocab(tiny_tokenizer(), tiny_tokenizer(vocab_size=300)),
@@ -220,6 +303,21 @@ OTHER_CASES = {
     "QLoRA without bitsandbytes": (_qlora_without_bitsandbytes, "model.quant=4bit needs bitsandbytes"),
     "unknown evaluation task": (_unknown_task, "unknown task 'gsm8k'"),
     "output folder of another run": (_output_dir_of_another_run, "holds a different run (config differs in train.lr)"),
+    "a directory given as a data file": (_directory_as_data_file, "rows is a folder, not a data file nor a saved `datasets` folder"),
+    "a selection that keeps no token": (_selection_keeps_nothing,
+                                        "select.k=0.0001: the global selection keeps 0 of 3,789 response tokens, so training would learn nothing"),
+    "a threshold above every score": (_threshold_above_every_score, "select.tau=9.0: the threshold selection keeps 0 of 4"),
+    "a label check of no sample": (_label_check_of_nothing, "label check: all 43 samples are cut at data.max_len=16, so none can be checked"),
+    "max_len above the context length": (_max_len_above_context, "data.max_len=10000: above the model's context length of 8,192 tokens"),
+    "select with no reference set": (lambda tmp: _select(), "model.reference is not set, and select.method=global needs a reference "
+                                     "model: make one with `tokclean run warmup`"),
+    "select with a missing reference": (lambda tmp: _select(f"model.reference={tmp}/no-model"), "no-model: model folder"),
+    "a reference of another vocabulary size": (_reference_of_other_vocabulary, "ref has a vocabulary of 300 tokens, model.base=tiny one of 435"),
+    "a config file that is not a mapping": (_config_not_a_mapping, "c.yaml: expected a mapping of sections, got list"),
+    "a score cache of a newer tokclean": (_newer_score_cache, "was written by tokclean 99.0 (score format 2), newer than this tokclean"),
+    "report: a full run as --cleaned": (_report_of_full_as_cleaned, "is a full run, which selects no tokens: --cleaned takes a fixed, rho"),
+    "report: a folder that is not a run": (_report_of_no_run, "is not a tokclean run directory (no manifest.json and config.yaml)"),
+    "report: an unfinished run": (_report_of_unfinished_run, "the run has not finished; run the same `tokclean run` again"),
 }
 
 
@@ -228,6 +326,30 @@ def test_other_bad_input(case, tmp_path):
     fn, expected = OTHER_CASES[case]
     with pytest.raises((ValueError, OSError, RuntimeError)) as e: fn(tmp_path)
     assert expected in str(e.value)
+    assert "\n" not in str(e.value)  # one line
+
+
+def _most_samples_keep_none(tmp: Path):
+    from tokclean.selection import select
+    loss = np.r_[np.full(2, 5.0), np.zeros(8)].astype(np.float32)  # five samples of two tokens; only the first has high scores
+    select(loss, np.zeros(10, np.float32), np.arange(0, 11, 2), "global", k=0.2)
+
+
+# name -> (a function of a temporary folder that must warn (and go on), expected substring of the warning)
+WARN_CASES = {
+    "most samples keep no token": (_most_samples_keep_none,
+                                   "select.k=0.2: 4 of 5 samples keep no token (2 of 10 tokens kept): most samples train on nothing"),
+    "max_len cuts most samples": (lambda tmp: load_sft("tiny", tiny_tokenizer(), max_len=16),
+                                  "data.max_len=16 cuts all 64 samples (21 of them lose their whole response): 91% of the response "
+                                  "tokens (427 of 470) are lost; raise data.max_len"),
+}
+
+
+@pytest.mark.parametrize("case", WARN_CASES, ids=list(WARN_CASES))
+def test_warned_input(case, tmp_path):
+    fn, expected = WARN_CASES[case]
+    with pytest.warns(UserWarning) as caught: fn(tmp_path)
+    assert any(expected in str(w.message) for w in caught), [str(w.message) for w in caught]
 
 
 def test_prompt_longer_than_max_len_is_counted(tmp_path):
@@ -261,3 +383,10 @@ if __name__ == "__main__":  # the table for notes: case | message
         with tempfile.TemporaryDirectory() as d:
             try: fn(Path(d))
             except Exception as e: print(f"| {case} | `{str(e).replace(d + '/', '')}` |")
+    import warnings
+    for case, (fn, _) in WARN_CASES.items():
+        with tempfile.TemporaryDirectory() as d, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn(Path(d))
+            for w in caught:
+                if issubclass(w.category, UserWarning): print(f"| {case} | warning: `{w.message}` |")

@@ -90,3 +90,76 @@ def test_noise_bench_from_the_command_line(tmp_path):
                         (["--set", "train.lr=1"], "noise-bench takes no --set")):
         bad = subprocess.run([sys.executable, "-m", "tokclean", "noise-bench", "--preset", "tiny", *extra], capture_output=True, text=True)
         assert bad.returncode == 2 and says in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_check_labels_of_no_sample_fails(tmp_path):
+    "`data --check-labels` where max_len cuts every sample checks nothing: a failure (exit 2), after a one-line truncation warning."
+    done = run("data", "--preset", "tiny", "--check-labels", "--set", "data.max_len=16", ok=False)
+    assert done.returncode == 2 and "label check: all 43 samples are cut at data.max_len=16, so none can be checked" in done.stderr
+    assert "tokclean: warning: data.max_len=16 cuts all 64 samples (21 of them lose their whole response): 91% of the response" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 2, done.stderr  # the warning and the error, one line each
+
+
+def test_select_checks_the_reference_before_scoring(tmp_path):
+    done = run("select", "--preset", "tiny", "--set", f"score.cache_dir={tmp_path}", ok=False)
+    assert done.returncode == 2 and "model.reference is not set, and select.method=global needs a reference model" in done.stderr
+    assert "`tokclean run warmup`" in done.stderr and "`tokclean train --out DIR`" in done.stderr
+    assert not any(tmp_path.iterdir())  # nothing was scored
+
+
+# Every kind of run the report compares, trained once for the tests below (in this process: no interpreter start per run).
+PIPELINES_RUN = ("fixed", "full", "warmup", "rho", "random", "high-ppl", "self-evolving")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    "Finished tiny runs of every pipeline; all but fixed use fixed's warm-up model as their reference (one warm-up trained)."
+    from tokclean.config import get_config
+    from tokclean.pipeline import run_pipeline
+    root = tmp_path_factory.mktemp("runs")
+    over = [f"score.cache_dir={root}/scores", f"run.out_dir={root}"]
+    fixed = run_pipeline(get_config("tiny", overrides=over + ["run.pipeline=fixed"]), log=lambda s: None)
+    warm = fixed["stages"]["warmup/train"]["model"]
+    for p in PIPELINES_RUN[1:]:
+        run_pipeline(get_config("tiny", overrides=over + [f"run.pipeline={p}", f"model.reference={warm}"]), log=lambda s: None)
+    return {p: root / f"tiny-{p}-s42" for p in PIPELINES_RUN} | {"root": root, "warm": warm}
+
+
+@pytest.mark.parametrize("cleaned", ["fixed", "rho", "random", "high-ppl", "self-evolving"])
+def test_report_of_every_cleaning_run(runs, cleaned, capsys):
+    "`tokclean report` takes every cleaning run as --cleaned, with the full run, or with another cleaning run, as --baseline."
+    from tokclean.cli import main
+    out = runs["root"] / f"{cleaned}.html"
+    baseline = "fixed" if cleaned == "rho" else "full"  # rho against fixed: two cleaning runs
+    assert main(["report", "--cleaned", str(runs[cleaned]), "--baseline", str(runs[baseline]), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert f"<h1>tokclean: {cleaned} cleaning vs {baseline}</h1>" in page
+    assert page.count("<td>kept tokens only</td>") == (2 if cleaned == "self-evolving" else 1) + (baseline == "fixed")  # every cleaned model
+    assert page.count("<img") == {"random": 1, "high-ppl": 2}.get(cleaned, 3)  # random reads no losses; high-ppl the base's only
+    if cleaned == "self-evolving": assert "Selection (the last round, round_2)" in page
+
+
+@pytest.mark.parametrize("cleaned,baseline,says", [
+    ("full", "fixed", "is a full run, which selects no tokens: --cleaned takes a fixed, rho, random, high-ppl, self-evolving run"),
+    ("warmup", "full", "is a warmup run, which selects no tokens"),
+    ("scores", "full", "is not a tokclean run directory (no manifest.json and config.yaml)"),
+    ("fixed", "scores", "--baseline"),
+])
+def test_report_refuses_with_one_line(runs, cleaned, baseline, says, capsys):
+    "A run that selected nothing, or a folder that is not a run, gets one line saying which runs the report takes (exit 2)."
+    from tokclean.cli import main
+    path = lambda name: str(runs[name] if name in runs else runs["root"] / name)
+    assert main(["report", "--cleaned", path(cleaned), "--baseline", path(baseline), "--out", str(runs["root"] / "x.html")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+
+
+def test_a_selection_of_no_token_stops_every_caller(runs, tmp_path):
+    "select.k that keeps no token: `tokclean select` and `tokclean run fixed` both stop with exit 2, and nothing is trained."
+    common = ["--preset", "tiny", "--set", "select.k=0.0001", "--set", f"model.reference={runs['warm']}",
+              "--set", f"score.cache_dir={runs['root']}/scores"]
+    done = run("select", *common, ok=False)
+    assert done.returncode == 2 and "select.k=0.0001: the global selection keeps 0 of" in done.stderr
+    done = run("run", "fixed", *common, "--set", f"run.out_dir={tmp_path}", ok=False)
+    assert done.returncode == 2 and "so training would learn nothing" in done.stderr
+    assert not (tmp_path / "tiny-fixed-s42" / "models").exists()

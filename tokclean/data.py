@@ -13,7 +13,7 @@ from typing import Iterator
 from .files import BadInput, NotFound, UserError, alpaca_demo_path, data_root
 
 # %% auto #0
-__all__ = ['DATA_ALIASES', 'FLAN_COLUMNS', 'SUFFIXES', 'ROLES', 'FORMAT_READERS', 'ID_FIELDS', 'resolve_data', 'DataError', 'read_rows', 'detect_format', 'from_messages', 'from_prompt_completion', 'from_alpaca', 'from_flan_cot', 'from_oasst', 'check_messages', 'trained', 'DataReport', 'check_unique_id', 'iter_conversations', 'take_conversations', 'render_tulu', 'special_tokens', 'render_chat', 'labels_from_spans', 'tokenizer_fingerprint', 'render_conversation', 'SFTData', 'split_rows', 'load_sft', 'sft_kwargs', 'label_runs', 'expected_answers', 'label_check']
+__all__ = ['DATA_ALIASES', 'FLAN_COLUMNS', 'SUFFIXES', 'ROLES', 'FORMAT_READERS', 'ID_FIELDS', 'resolve_data', 'DataError', 'json_problem', 'read_rows', 'detect_format', 'from_messages', 'from_prompt_completion', 'from_alpaca', 'from_flan_cot', 'from_oasst', 'check_messages', 'trained', 'DataReport', 'check_unique_id', 'iter_conversations', 'take_conversations', 'render_tulu', 'special_tokens', 'render_chat', 'labels_from_spans', 'tokenizer_fingerprint', 'render_conversation', 'SFTData', 'split_rows', 'context_length', 'truncation_warning', 'load_sft', 'sft_kwargs', 'label_runs', 'expected_answers', 'label_check']
 
 # %% ../nbs/02_data_reading.ipynb #aec7f600
 DATA_ALIASES = {"alpaca-gpt4-demo": alpaca_demo_path}
@@ -36,12 +36,24 @@ class DataError(UserError, ValueError):
         self.where, self.reason, self.detail = where, reason, detail
         super().__init__(f"{where}: {detail}")
 
-# %% ../nbs/02_data_reading.ipynb #50876663
+# %% ../nbs/02_data_reading.ipynb #ceb51848
+def json_problem(e: json.JSONDecodeError, text: str, file_end: bool) -> str:
+    "An invalid JSON text in words: a record cut off at its end (of the line, or of the file), or the column of the error."
+    body = text.rstrip()
+    if e.pos >= len(body) or e.msg.startswith("Unterminated string"):  # nothing left to close the record with
+        last = body.rsplit("\n", 1)[-1]
+        return (f"invalid JSON: the {'file' if file_end else 'line'} ends mid-record (after column {len(last)}, at {last[-20:]!r}); "
+                "complete the record or delete it")
+    return f"invalid JSON at column {e.colno}: {e.msg}"
+
+# %% ../nbs/02_data_reading.ipynb #7bec55ea
 def _read_json(path: Path) -> Iterator:
-    try: data = json.loads(path.read_bytes().decode("utf-8-sig"))  # a byte-order mark is harmless
+    try: text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is harmless
     except UnicodeDecodeError as e: raise DataError(str(path), "not_utf8", f"not UTF-8 text (byte {e.start})") from None
+    try: data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}", "bad_json", f"invalid JSON at column {e.colno}: {e.msg}") from None
+        line = min(e.lineno, text.rstrip().count("\n") + 1)  # a cut-off file: its last line, not the empty one after it
+        raise DataError(f"{path}:{line}", "bad_json", json_problem(e, text, file_end=True)) from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list): data = next(iter(data.values()))
     if not isinstance(data, list): raise DataError(str(path), "bad_json", "expected a JSON array of rows (or use .jsonl)")
     for i, row in enumerate(data): yield f"{path} item {i}", row
@@ -55,7 +67,7 @@ def _read_jsonl(path: Path) -> Iterator:
             except UnicodeDecodeError as e: yield where, DataError(where, "not_utf8", f"not UTF-8 text (byte {e.start})"); continue
             if not line.strip(): continue
             try: yield where, json.loads(line)
-            except json.JSONDecodeError as e: yield where, DataError(where, "bad_json", f"invalid JSON at column {e.colno}: {e.msg}")
+            except json.JSONDecodeError as e: yield where, DataError(where, "bad_json", json_problem(e, line, not raw.endswith(b"\n")))
 
 # %% ../nbs/02_data_reading.ipynb #b106bdd3
 FLAN_COLUMNS = ("question", "answer", "rationale")
@@ -85,6 +97,13 @@ def _load_split(obj, split: str, name: str):
     return obj
 
 # %% ../nbs/02_data_reading.ipynb #7b687a9d
+def _not_a_dataset(d: Path) -> str:
+    "Why a folder cannot be read as data, and which of its files could be."
+    inside = sorted(str(p) for p in d.iterdir() if p.suffix in SUFFIXES)
+    return (f"{d} is a folder, not a data file nor a saved `datasets` folder (it has no state.json or dataset_dict.json): "
+            + (f"give one of its files, e.g. {inside[0]}" if inside else "give a .json, .jsonl, .tsv or .parquet file"))
+
+
 SUFFIXES = {".json": _read_json, ".jsonl": _read_jsonl, ".tsv": _read_tsv, ".parquet": _read_parquet}
 
 
@@ -96,7 +115,9 @@ def read_rows(spec, split: str = "train") -> Iterator:
         try: ds = datasets.load_dataset(src, split=split)
         except Exception as e: raise NotFound(f"could not load hub dataset {src!r} (split {split!r}): {e}") from None
         yield from _read_datasets(ds, f"{src}[{split}]"); return
-    if src.is_dir(): yield from _read_datasets(_load_split(datasets.load_from_disk(str(src)), split, str(src)), str(src)); return
+    if src.is_dir():
+        if not any((src / f).exists() for f in ("state.json", "dataset_dict.json")): raise BadInput(_not_a_dataset(src))
+        yield from _read_datasets(_load_split(datasets.load_from_disk(str(src)), split, str(src)), str(src)); return
     if src.suffix not in SUFFIXES: raise BadInput(f"{src}: unsupported file type {src.suffix!r}; use one of {', '.join(SUFFIXES)}")
     yield from SUFFIXES[src.suffix](src)
 
@@ -242,13 +263,25 @@ def check_unique_id(row: dict, where: str, first_seen: dict):
         raise DataError(where, "duplicate_id", f"id {rid!r} is already used at {first_seen[key]}; remove the copy or give it its own id")
     first_seen[key] = where
 
-# %% ../nbs/02_data_reading.ipynb #dd51b09f
+# %% ../nbs/02_data_reading.ipynb #3197f1a8
+def _format_of(row: dict) -> str | None:
+    "The format a row's fields name, or None when they name none."
+    try: return detect_format(row)
+    except DataError: return None
+
+
+def _place(where: str) -> str:
+    "`line 3` for `a.jsonl:3`, `item 3` for `a.json item 3`: a place in the file already named."
+    head, _, n = where.rpartition(":")
+    return f"line {n}" if head and n.isdigit() else " ".join(where.rsplit(" ", 2)[-2:])
+
+# %% ../nbs/02_data_reading.ipynb #b2902016
 def iter_conversations(spec, split: str = "train", format: str = "auto", on_bad: str = "raise",
                        drop_synthetic: bool = True, report: DataReport | None = None) -> Iterator[tuple[str, list, str]]:
     "Yield `(where, messages, source)` for every usable conversation; count or raise on bad rows."
     report = report if report is not None else DataReport(str(spec))
     default_source = spec if spec in DATA_ALIASES else Path(str(spec)).stem  # rows may name their own `source`/`dataset`
-    fmt, first_seen = (None if format == "auto" else format), {}  # row id -> where it was first read
+    fmt, fmt_where, first_seen = (None if format == "auto" else format), None, {}  # first_seen: row id -> where it was first read
     for where, row in read_rows(spec, split):
         report.rows += 1
         try:
@@ -256,12 +289,16 @@ def iter_conversations(spec, split: str = "train", format: str = "auto", on_bad:
             if not isinstance(row, dict): raise DataError(where, "wrong_type", f"row must be an object, got {type(row).__name__}")
             check_unique_id(row, where, first_seen)
             row_fmt = fmt or detect_format(row, where)  # fixed by the first usable row
+            if fmt_where and (other := _format_of(row)) not in (None, fmt):
+                raise DataError(where, "mixed_format", f"the file mixes formats: {_place(fmt_where)} was {fmt} and this row is "
+                                f"{other}; split it into one file per format")
             reader = FORMAT_READERS[row_fmt]
             convs = reader(row, where, drop_synthetic) if row_fmt == "oasst" else reader(row, where)
             source = str(row.get("source") or row.get("dataset") or default_source)
             checked = [check_messages(c, where) for c in convs]
         except DataError as err: report.bad(err, on_bad); continue
         fmt = report.format = row_fmt
+        fmt_where = fmt_where or (where if format == "auto" else None)
         report.filtered += not checked
         for msgs in checked: yield where, msgs, source
 
@@ -278,7 +315,7 @@ def take_conversations(spec, n: int) -> list[dict]:
     return out
 
 # %% ../nbs/02a_data_labels.ipynb #436ddf61
-import hashlib, random, re
+import hashlib, random, re, warnings
 from collections import Counter
 
 import numpy as np
@@ -410,12 +447,30 @@ def split_rows(spec: str) -> tuple[str, int, int | None]:
     m = re.fullmatch(r"(.+)\[(\d*):(\d*)\]", spec)
     return (spec, 0, None) if not m else (m[1], int(m[2] or 0), int(m[3]) if m[3] else None)
 
-# %% ../nbs/02a_data_labels.ipynb #3e0d2f13
+# %% ../nbs/02a_data_labels.ipynb #8fbee546
+def context_length(tokenizer) -> int | None:
+    "The longest input the tokenizer's model takes (`model_max_length`), or None when the tokenizer does not know it."
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < 10**9 else None  # transformers stores 1e30 when it is unknown
+
+# %% ../nbs/02a_data_labels.ipynb #2f75c4c0
+def truncation_warning(report: DataReport, max_len: int) -> str | None:
+    "A warning when `max_len` cuts most samples (kept or dropped), with the response tokens lost; else None."
+    cut, total = report.truncated + report.response_cut, report.samples + report.response_cut
+    if cut * 2 <= total: return None
+    lost, had = report.response_tokens_cut, report.response_tokens + report.response_tokens_cut
+    whole = f" ({report.response_cut:,} of them lose their whole response)" if report.response_cut else ""
+    return (f"data.max_len={max_len} cuts {'all' if cut == total else f'{cut:,} of'} {total:,} samples{whole}: "
+            f"{lost / max(had, 1):.0%} of the response tokens ({lost:,} of {had:,}) are lost; raise data.max_len")
+
+# %% ../nbs/02a_data_labels.ipynb #cf003c42
 def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", template: str = "tulu", max_len: int = 2048,
              limit: int | None = None, on_bad: str = "raise", drop_synthetic: bool = True, shuffle: bool = False,
              turn_end: str = "eos", prompt_labels: bool = False, seed: int = 42, batch: int = 256) -> SFTData:
     "Read, normalise, render and tokenize an SFT data set (keyword names follow `DataCfg`)."
     import datasets
+    if (ctx := context_length(tokenizer)) and max_len > ctx:
+        raise BadInput(f"data.max_len={max_len}: above the model's context length of {ctx:,} tokens; set data.max_len={ctx} or less")
     report = DataReport(str(pool))
     spec, start, stop = split_rows(str(pool)) if isinstance(pool, str) else (pool, 0, None)
     stream = _conversations(spec, split, format, on_bad, drop_synthetic, report)
@@ -435,6 +490,7 @@ def load_sft(pool, tokenizer, split: str = "train", format: str = "auto", templa
     report.samples, report.tokens = len(cols["input_ids"]), sum(map(len, cols["input_ids"]))
     report.response_tokens = sum(cols["n_response"])
     report.sources = dict(Counter(cols["source"]))
+    if (warning := truncation_warning(report, max_len)): warnings.warn(warning, stacklevel=2)
     convs = cols.pop("messages")
     ds = datasets.Dataset.from_dict(cols)
     meta = {"pool": str(pool), "tokenizer": tokenizer_fingerprint(tokenizer), "template": template, "max_len": max_len,
@@ -474,9 +530,12 @@ def label_check(sft: SFTData, tokenizer, template: str | None = None, turn_end: 
     template, turn_end = template or sft.meta.get("template", "tulu"), turn_end or sft.meta.get("turn_end", "eos")  # as loaded
     if sft.meta.get("prompt_labels"):  # every token but the first is a label
         return [f"{r['where']}: not every token after the first is labelled" for r in sft.dataset if r["labels"][1:] != r["input_ids"][1:]]
+    if all(sft.dataset["truncated"]):  # a cut answer cannot match its full text: a check of none would pass, having checked nothing
+        raise BadInput(f"label check: all {len(sft.dataset)} samples are cut at data.max_len={sft.meta.get('max_len')}, so none can be "
+                       "checked; raise data.max_len")
     bad, ends = [], tuple(special_tokens(tokenizer))
     for row, msgs in zip(sft.dataset, sft.conversations):
-        if row["truncated"]: continue  # a cut answer cannot match its full text
+        if row["truncated"]: continue
         got = [tokenizer.decode(r) for r in label_runs(row["labels"])]
         want = [(m["content"].strip(), turn_end == "eos_newline" and i < len(msgs) - 1) for i, m in enumerate(msgs) if trained(m)]
         ok = len(got) == len(want) and all(g.startswith(w) and _ends_turn(g[len(w):], nl, ends) for g, (w, nl) in zip(got, want))

@@ -13,8 +13,8 @@ from .files import BadInput, NotFound, Unavailable, cache_dir, replace_dir, sha2
 
 # %% auto #0
 __all__ = ['MODEL_ALIASES', 'resolve_model', 'pick_device', 'cpu_has_bf16', 'pick_dtype', 'bnb_config', 'ensure_pad_token',
-           'check_same_vocab', 'save_model', 'gguf_to_hf', 'load_model', 'load_tokenizer', 'model_kwargs',
-           'tokenizer_kwargs', 'chat']
+           'check_same_vocab', 'save_model', 'gguf_to_hf', 'set_context_length', 'vocab_size', 'check_reference',
+           'load_model', 'load_tokenizer', 'model_kwargs', 'tokenizer_kwargs', 'chat']
 
 # %% ../nbs/03_models.ipynb #a54695dc
 MODEL_ALIASES = {"smollm2-135m-instruct": smollm2_gguf}
@@ -115,7 +115,42 @@ def gguf_to_hf(gguf: Path, out_dir: Path | None = None) -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     return save_model(model, tok, out, keep_existing=True)  # another process may have finished first: same bytes
 
-# %% ../nbs/03_models.ipynb #b9463be9
+# %% ../nbs/03_models.ipynb #185e43ac
+def _config(kind: str, where, revision=None, trust_remote_code: bool = False):
+    "The text config of a resolved model (no weights), or None when there is none to read."
+    if kind == "tiny": return None
+    if kind == "gguf" and Path(where).suffix == ".gguf": where = gguf_to_hf(where)
+    from transformers import AutoConfig
+    try: cfg = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **(dict(revision=revision) if kind == "hub" else {}))
+    except (OSError, ValueError): return None  # offline and not cached: the weights would not load either, and say so
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def set_context_length(tokenizer, config):
+    "`tokenizer`, its `model_max_length` set to the model's context length (`config.max_position_embeddings`) when the config has one."
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(n, int) and n > 0: tokenizer.model_max_length = n
+    return tokenizer
+
+# %% ../nbs/03_models.ipynb #3600197e
+def vocab_size(path: str, revision: str | None = None, trust_remote_code: bool = False) -> int | None:
+    "Rows of a model's embedding matrix, from its config (no weights loaded); None when unknown."
+    kind, where = resolve_model(path)
+    if kind == "tiny":
+        from tokclean.fixtures import tiny_tokenizer
+        return len(tiny_tokenizer())  # `load_model("tiny")` embeds exactly the tokenizer's tokens
+    return getattr(_config(kind, where, revision, trust_remote_code), "vocab_size", None)
+
+
+def check_reference(base: str, reference: str, revision: str | None = None, trust_remote_code: bool = False):
+    "Raise, before any weights load, if `reference` cannot be scored against `base`: another vocabulary size or tokenizer."
+    vb, vr = vocab_size(base, revision, trust_remote_code), vocab_size(reference, revision, trust_remote_code)
+    if vb and vr and vb != vr:
+        raise BadInput(f"model.reference={reference} has a vocabulary of {vr:,} tokens, model.base={base} one of {vb:,}: their losses "
+                       "are not comparable; use a reference fine-tuned from the base (`tokclean run warmup`)")
+    check_same_vocab(load_tokenizer(base, revision, trust_remote_code), load_tokenizer(reference, revision, trust_remote_code))
+
+# %% ../nbs/03_models.ipynb #25b6a1ae
 def _from_pretrained(kind: str, where, revision, dtype, device, quant, trust_remote_code):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if kind == "gguf": where, kind = gguf_to_hf(where), "dir"
@@ -128,7 +163,7 @@ def _from_pretrained(kind: str, where, revision, dtype, device, quant, trust_rem
                                                      trust_remote_code=trust_remote_code, **place, **kw)
     except OSError as e:
         raise NotFound(f"could not load model {where!r} ({kind}): {e}. Offline? Give a local folder or a .gguf file") from None
-    return model, tok
+    return model, set_context_length(tok, model.config)
 
 
 def load_model(path: str, revision: str | None = None, dtype: str = "auto", device: str = "auto",
@@ -156,7 +191,7 @@ def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bo
     if kind == "gguf": where = gguf_to_hf(where)
     try: tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **(dict(revision=revision) if kind == "hub" else {}))
     except OSError as e: raise NotFound(f"could not load the tokenizer of {where!r} ({kind}): {e}") from None
-    return ensure_pad_token(tok)
+    return ensure_pad_token(set_context_length(tok, _config(kind, where, revision, trust_remote_code)))
 
 
 def model_kwargs(model_cfg) -> dict:

@@ -248,6 +248,8 @@ def cleaned_pool(cfg: Config, pool: SFTData) -> SFTData:
 
 def _given_reference(run: Run, spec: str) -> str:
     "A reference trained elsewhere (one per base model, shared by a study's runs): recorded with its checksum, checked on resume."
+    from tokclean.models import check_reference
+    check_reference(run.cfg.model.base, spec, **tokenizer_kwargs(run.cfg.model))  # another vocabulary: refused before any scoring
     kind, where = resolve_model(spec)
     now = {"model": spec, "kind": kind, "sha256": dir_sha256(where) if kind == "dir" else None,
            "revision": run.cfg.model.revision if kind == "hub" else None}  # a hub model's weights: its commit in the score cache key

@@ -7,14 +7,16 @@ from __future__ import annotations
 import base64, html, io, json
 from pathlib import Path
 
+import numpy as np
+
 from .config import load_config, describe
 from .scoring import load_scores, response_offsets
-from .files import BadInput
-from .selection import METHODS, select, select_kwargs, token_scores
+from .files import BadInput, NotFound
+from .selection import select, select_kwargs, token_scores
 from .viz import plot_loss_scatter, plot_score_hist, tokens_html, use_style
 
 # %% auto #0
-__all__ = ['CSS', 'loss_curves', 'write_report']
+__all__ = ['CLEANING', 'CSS', 'selection_tag', 'recorded_selection', 'loss_curves', 'write_report']
 
 # %% ../nbs/09_report.ipynb #6a3858ab
 def _png(fig) -> str:
@@ -32,63 +34,122 @@ def _table(rows: list[list], head: list[str] | None = None) -> str:
 def _manifest(run_dir) -> dict: return json.loads((Path(run_dir) / "manifest.json").read_text())
 
 # %% ../nbs/09_report.ipynb #5ba14474
-def loss_curves(run_dirs: dict) -> str:
-    "Training loss per step of every trained model of the runs, one line each."
+CLEANING = ("fixed", "rho", "random", "high-ppl", "self-evolving")  # the pipelines that select tokens: what --cleaned takes
+
+
+def _run(run_dir, role: str) -> tuple[dict, object]:
+    "The manifest and config of a finished run directory; a one-line error naming its `role` otherwise."
+    d = Path(run_dir)
+    if not (d / "manifest.json").is_file() or not (d / "config.yaml").is_file():
+        raise NotFound(f"{role} {d} is not a tokclean run directory (no manifest.json and config.yaml): give a folder `tokclean run` made")
+    m = _manifest(d)
+    if "done" not in m["stages"]: raise BadInput(f"{role} {d}: the run has not finished; run the same `tokclean run` again to finish it")
+    return m, load_config(d / "config.yaml")
+
+
+def selection_tag(manifest: dict, pipeline: str) -> str:
+    "The stage prefix of the selection a report shows: the pipeline's own, or a self-evolving run's last round."
+    if pipeline != "self-evolving": return pipeline
+    return f"round_{max(int(n.split('/')[0].removeprefix('round_')) for n in manifest['stages'] if n.startswith('round_') and n.endswith('/select'))}"
+
+# %% ../nbs/09_report.ipynb #dea0b753
+def recorded_selection(run_dir, manifest: dict, cfg):
+    "`(tag, samples, loss_base, loss_ref, selection)` of a cleaning run, as it trained (losses None where its method reads none)."
+    from tokclean.pipeline import cleaned_pool, load_pool, mask_sha256, pool_chunks, subset
+    p = cfg.run.pipeline
+    if p not in CLEANING:
+        raise BadInput(f"--cleaned {run_dir} is a {p} run, which selects no tokens: --cleaned takes a {', '.join(CLEANING)} run "
+                       "(and --baseline any run, usually full)")
+    tag, pool = selection_tag(manifest, p), load_pool(cfg)
+    sft = (subset(pool, pool_chunks(pool, cfg.run.rounds + 1)[int(tag[6:])], f"chunk{tag[6:]}") if p == "self-evolving"
+           else cleaned_pool(cfg, pool))  # the samples the run selected from, as the pipeline made them
+    st = manifest["stages"]
+    loss = {w: load_scores(st[f"{tag}/score_{w}"]["path"], sft=sft).loss if f"{tag}/score_{w}" in st else None for w in ("base", "ref")}
+    offsets = response_offsets(sft.dataset["n_response"])
+    method = st[f"{tag}/select"]["stats"]["method"]
+    base = loss["base"] if loss["base"] is not None else np.zeros(int(offsets[-1]), np.float32)  # random reads no losses
+    sel = select(base, loss["ref"], offsets, **{**select_kwargs(cfg), "method": method})
+    if mask_sha256(sel.keep) != st[f"{tag}/select"]["keep_sha256"]:
+        raise BadInput(f"{run_dir}: the selection computed again from its scores differs from the one it trained on; was the run's "
+                       "data or config changed? Run it again into a new folder")
+    return tag, sft, loss["base"], loss["ref"], sel
+
+# %% ../nbs/09_report.ipynb #1803b106
+def _loss_over(pipeline: str, model: str) -> str:
+    return "all response tokens" if pipeline in ("full", "warmup") or model == "warmup" else "kept tokens only"
+
+
+def loss_curves(runs: dict) -> str:
+    "Training loss per step of every trained model of the runs (label -> (run dir, pipeline)), each labelled by the tokens it averages."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for label, d in run_dirs.items():
+    for label, (d, pipeline) in runs.items():
         for log in sorted(Path(d, "models").glob("*/train_log.json")):
             steps = json.loads(log.read_text())["log"]
-            ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], label=f"{label}: {log.parent.name}")
-    ax.set(xlabel="optimiser step", ylabel="loss (kept tokens)", title="Training loss"); ax.legend(frameon=False, fontsize=8)
+            ax.plot([e["step"] for e in steps], [e["loss"] for e in steps],
+                    label=f"{label}: {log.parent.name} (loss over {_loss_over(pipeline, log.parent.name)})")
+    ax.set(xlabel="optimiser step", ylabel="mean loss over the tokens trained on",
+           title="Training loss (a cleaned model's is over kept tokens only)")
+    ax.legend(frameon=False, fontsize=8)
     return _png(fig)
 
-# %% ../nbs/09_report.ipynb #1a4f471e
+# %% ../nbs/09_report.ipynb #67d7df6a
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.92em}th{background:#f4f6f8}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.note{color:#666;font-size:.9em}pre{background:#f7f7f7;padding:.6em;font-size:.85em}"""
 
 
+def _figures(loss_base, loss_ref, keep) -> tuple[str, object]:
+    "The score figures a method has (score histogram and loss scatter; the base loss for high-ppl; none for random), and the per-token value shown."
+    if loss_ref is not None:
+        score = token_scores(loss_base, loss_ref)
+        return _png(plot_score_hist(score, keep).figure) + _png(plot_loss_scatter(loss_base, loss_ref, keep).figure), score
+    if loss_base is not None:
+        return _png(plot_score_hist(loss_base, keep, title="Base-model loss per token (what high-ppl ranks by)").figure), loss_base
+    return "<p class=note>(a random selection reads no losses: nothing to plot)</p>", None
+
+
 def write_report(cleaned_dir, baseline_dir, out, n_examples: int = 3) -> Path:
-    "An HTML page comparing a cleaning run (fixed or rho) with its full-token baseline."
-    from tokclean.pipeline import cleaned_pool, load_pool
+    "An HTML page comparing a cleaning run (fixed, rho, random, high-ppl, self-evolving) with another run, usually the full-token one."
     use_style()
-    cm, bm = _manifest(cleaned_dir), _manifest(baseline_dir)
-    cfg = load_config(Path(cleaned_dir) / "config.yaml")
-    p = cfg.run.pipeline
-    st = cm["stages"][f"{p}/select"]["stats"]
-    if not METHODS[st["method"]].needs_ref:
-        raise BadInput(f"{cleaned_dir}: its {st['method']} selection scores against no reference; give a fixed or rho run")
-    loss_base, loss_ref = load_scores(cm["stages"][f"{p}/score_base"]["path"]).loss, load_scores(cm["stages"][f"{p}/score_ref"]["path"]).loss
-    sft = cleaned_pool(cfg, load_pool(cfg))  # the very samples the run selected from
-    offsets = response_offsets(sft.dataset["n_response"])
-    sel = select(loss_base, loss_ref, offsets, **{**select_kwargs(cfg), "method": st["method"]})
-    score = token_scores(loss_base, loss_ref)
-    from tokclean.models import load_tokenizer
-    tok = load_tokenizer(cfg.model.base)
-    held = {**bm["stages"].get("heldout", {}).get("mean_loss", {}), **cm["stages"].get("heldout", {}).get("mean_loss", {})}
+    (cm, cfg), (bm, bcfg) = _run(cleaned_dir, "--cleaned"), _run(baseline_dir, "--baseline")
+    tag, sft, loss_base, loss_ref, sel = recorded_selection(cleaned_dir, cm, cfg)
+    p, bp = cfg.run.pipeline, bcfg.run.pipeline
+    cl, bl = (p, bp) if p != bp else (f"{p} ({Path(cleaned_dir).name})", f"{bp} ({Path(baseline_dir).name})")
+    figures, value = _figures(loss_base, loss_ref, sel.keep)
+    offsets, st = response_offsets(sft.dataset["n_response"]), sel.stats
+    from tokclean.models import load_tokenizer, tokenizer_kwargs
+    tok = load_tokenizer(cfg.model.base, **tokenizer_kwargs(cfg.model))
+    held = {}
+    for label, m in ((cl, cm), (bl, bm)):
+        for k, v in m["stages"].get("heldout", {}).get("mean_loss", {}).items(): held.setdefault("base" if k == "base" else label, v)
+    trains = [[f"{label}: {name}", s["samples"], f"{s['kept_tokens']:,}", _loss_over(run, name.split("/")[0]), s["steps"],
+               f"{s['first_loss']:.3f} -> {s['last_loss']:.3f}", s["seconds"]]
+              for label, run, m in ((cl, p, cm), (bl, bp, bm)) for name, s in m["stages"].items() if name.endswith("/train")]
     parts_html = [
-        f"<h1>tokclean: {html.escape(p)} cleaning vs full tokens</h1>",
+        f"<h1>tokclean: {html.escape(p)} cleaning vs {html.escape(bp)}</h1>",
         f"<p class=note>Base model <b>{html.escape(cfg.model.base)}</b>; pool <b>{html.escape(cfg.data.pool)}</b> "
         f"({cm['stages']['data']['samples']} samples, chunks {cm['stages']['data']['chunks']}, warm-up: {cfg.run.warmup_mode}); "
         f"run directories <code>{html.escape(str(cleaned_dir))}</code> and <code>{html.escape(str(baseline_dir))}</code>.</p>",
         "<h2>Held-out response loss</h2>",
         _table([[k, f"{v:.4f}"] for k, v in held.items()], ["model", "mean loss per response token"]) if held else "<p>(no held-out set)</p>",
-        "<h2>Selection</h2>",
-        _table([["method", st["method"]], ["k", st["k"]], ["kept tokens", f"{st['n_kept']:,} of {st['n_tokens']:,} ({st['n_kept'] / st['n_tokens']:.1%})"],
-                ["samples with no kept token", f"{st['samples_none_kept']} of {st['n_samples']}"],
-                ["kept fraction per sample", ", ".join(f"{k} {v}" for k, v in st["per_sample"].items())],
-                ["threshold (score)", f"{st['threshold']:.4g}" if st["threshold"] is not None else "-"]]),
-        '<div class="figs">' + _png(plot_score_hist(score, sel.keep).figure) + _png(plot_loss_scatter(loss_base, loss_ref, sel.keep).figure) + "</div>",
-        "<h2>Kept and dropped tokens</h2><p class=note>Prompt grey; kept response tokens blue; dropped ones struck through (hover: score).</p>",
+        f"<h2>Selection{' (the last round, ' + tag + ')' if p == 'self-evolving' else ''}</h2>",
+        _table([["method", st.method], ["k", st.k], ["kept tokens", f"{st.n_kept:,} of {st.n_tokens:,} ({st.kept_fraction:.1%})"],
+                ["samples with no kept token", f"{st.samples_none_kept} of {st.n_samples}"],
+                ["kept fraction per sample", ", ".join(f"{k} {v}" for k, v in st.per_sample.items())],
+                ["threshold", f"{st.threshold:.4g}" if st.threshold is not None else "-"]]),
+        f'<div class="figs">{figures}</div>',
+        "<h2>Kept and dropped tokens</h2><p class=note>Prompt grey; kept response tokens blue; dropped ones struck through"
+        f"{' (hover: the value ranked)' if value is not None else ''}.</p>",
         *[f"<h3>sample {i} ({sel.keep[offsets[i]:offsets[i + 1]].mean():.0%} kept)</h3>"
-          + tokens_html(tok, sft.dataset[i]["input_ids"], sft.dataset[i]["labels"], sel.keep[offsets[i]:offsets[i + 1]], score[offsets[i]:offsets[i + 1]])
+          + tokens_html(tok, sft.dataset[i]["input_ids"], sft.dataset[i]["labels"], sel.keep[offsets[i]:offsets[i + 1]],
+                        None if value is None else value[offsets[i]:offsets[i + 1]])
           for i in range(min(n_examples, len(sft.dataset)))],
-        "<h2>Training</h2>", loss_curves({p: cleaned_dir, "full": baseline_dir}),
-        _table([[name, s["samples"], f"{s['kept_tokens']:,}", s["steps"], f"{s['first_loss']:.3f} -> {s['last_loss']:.3f}", s["seconds"]]
-                for m, run_label in ((cm, p), (bm, "full")) for name, s in m["stages"].items() if name.endswith("/train")],
-               ["stage", "samples", "kept tokens", "steps", "loss", "seconds"]),
+        "<h2>Training</h2>", loss_curves({cl: (cleaned_dir, p), bl: (baseline_dir, bp)}),
+        "<p class=note>A cleaned model's loss averages over its kept tokens only, a full model's over every response token: "
+        "compare the held-out loss above, not these curves, across runs.</p>",
+        _table(trains, ["stage", "samples", "kept tokens", "loss over", "steps", "loss", "seconds"]),
         "<h2>Configuration</h2><pre>" + html.escape(describe(cfg)) + "</pre>",
         f"<p class=note>Libraries: {html.escape(', '.join(f'{k} {v}' for k, v in cm['versions'].items() if v))}</p>"]
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)

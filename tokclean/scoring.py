@@ -139,6 +139,9 @@ def load_scores(path, mmap: bool = False, sft=None) -> Scores:
     manifest_file = path / "manifest.json"
     if not manifest_file.exists(): raise NotFound(f"{path} holds no finished scores (no manifest.json)")
     m = json.loads(manifest_file.read_text())
+    if m.get("scoring_version", 0) > SCORING_VERSION:  # written by a newer tokclean: its files may mean something else
+        raise BadInput(f"{path} was written by tokclean {m.get('tokclean')} (score format {m['scoring_version']}), newer than this "
+                       f"tokclean {tokclean.__version__} (format {SCORING_VERSION}): upgrade tokclean, or delete {path} to recompute")
     for name in ("loss.npy", "offsets.npy"):
         if not (path / name).exists() or sha256_file(path / name) != m["sha256"][name]:
             raise BadInput(f"{path / name} is missing or does not match its checksum in manifest.json: delete {path} to recompute")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
+import math, warnings
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from .files import BadInput
 __all__ = ['METHODS', 'token_scores', 'check_finite', 'Threshold', 'top_k', 'apply_keep', 'top_k_difference', 'array_chunks',
            'score_chunks', 'top_k_threshold', 'keep_from_threshold', 'top_k_stream', 'sample_ids', 'select_sample',
            'select_threshold', 'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample',
-           'selection_stats', 'Method', 'needs_reference', 'select', 'select_kwargs']
+           'selection_stats', 'Method', 'needs_reference', 'check_selection', 'select', 'select_kwargs']
 
 # %% ../nbs/05_selection.ipynb #47ef234a
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
@@ -280,7 +281,26 @@ def needs_reference(method: str, weighting: str = "hard") -> bool:
     "Whether `select` needs reference losses for `method` with `weighting` (soft weights come from the score)."
     return (method in METHODS and METHODS[method].needs_ref) or weighting == "soft"
 
-# %% ../nbs/05_selection.ipynb #01e6eb91
+# %% ../nbs/05_selection.ipynb #84af2578
+def _at_least_one(n: int) -> float:
+    "The smallest k of two significant digits with int(n * k) >= 1."
+    if n <= 0: return 1.0
+    e = 1 - math.floor(math.log10(1 / n))  # a scale with two digits of 1/n before the point
+    return math.ceil(10**e / n) / 10**e
+
+
+def check_selection(st: SelectionStats, tau: float = 0.0) -> str | None:
+    "Raise if a selection keeps no token; return a warning when most samples keep none, else None."
+    knob = f"select.tau={tau}" if st.method == "threshold" else f"select.k={st.k}"
+    if st.n_kept == 0:
+        fix = ("lower select.tau" if st.method == "threshold" else "raise select.k: sample keeps int(n * k) of a sample's n tokens"
+               if st.method == "sample" else f"raise select.k to {_at_least_one(st.n_tokens)} or more ({st.method} keeps int({st.n_tokens:,} * k) tokens)")
+        raise BadInput(f"{knob}: the {st.method} selection keeps 0 of {st.n_tokens:,} response tokens, so training would learn nothing; {fix}")
+    if st.samples_none_kept * 2 > st.n_samples:
+        return (f"{knob}: {st.samples_none_kept:,} of {st.n_samples:,} samples keep no token ({st.n_kept:,} of {st.n_tokens:,} "
+                "tokens kept): most samples train on nothing")
+
+# %% ../nbs/05_selection.ipynb #14e4dbbf
 def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarray, method: str = "global", k: float = 0.6,
            tau: float = 0.0, seed: int = 42, weighting: str = "hard", temperature: float = 1.0, sources=None) -> Selection:
     "Select response tokens by `method` (a key of `METHODS`); keywords follow `SelectCfg`."
@@ -294,7 +314,9 @@ def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarr
         check_finite(loss_ref, "loss_ref")
     keep, th = METHODS[method].keep(loss_base, loss_ref, offsets, k, tau, seed)
     weights = soft_weights(token_scores(loss_base, loss_ref), temperature) * keep if weighting == "soft" else None
-    return Selection(keep, selection_stats(keep, offsets, method, k, sources, th), weights)
+    stats = selection_stats(keep, offsets, method, k, sources, th)
+    if (warning := check_selection(stats, tau)): warnings.warn(warning, stacklevel=2)
+    return Selection(keep, stats, weights)
 
 # %% ../nbs/05_selection.ipynb #9ac8c283
 def select_kwargs(cfg) -> dict:

@@ -2,6 +2,7 @@
 
     python tools/outputs.py nbs/05_selection.ipynb ...   # run these notebooks (offline, as the tests do) and store their outputs
     python tools/outputs.py --check                       # fail if a stored output is one this tool would drop
+    python tools/outputs.py --tidy                        # apply today's rules to the stored outputs, without running anything
 
 A notebook runs exactly as `tests/test_notebooks.py` runs it: nbdev's flags skip the slow cells, IN_TEST is set, and it
 runs in nbs/. What is kept, per output:
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 150_000  # one output; a 600x400 PNG figure is ~40 kB
 VOLATILE = [re.compile(p) for p in (r"\r", r"\d+(\.\d+)?(it/s|s/it)\]", r"\b\d+\.\d+ ?s\b", re.escape(tempfile.gettempdir()) + "/",
                                          re.escape(str(ROOT)), r"/home/|/Users/|/work/")]
+TRAINER_LOG = re.compile(r"^\{'(loss|train_runtime|eval_loss)'")  # the dicts transformers' Trainer prints: timings, rates
 
 
 def _text(output: dict) -> str:
@@ -33,7 +35,8 @@ def why_dropped(output: dict) -> str | None:
     if kind == "error": return "an error"
     if kind == "stream" and output.get("name") != "stdout": return "stderr"
     if any(k.startswith("application/vnd.jupyter.widget") for k in output.get("data", {})): return "a widget"
-    if any(p.search(_text(output)) for p in VOLATILE): return "volatile text (a progress bar or a machine's path)"
+    if any(p.search(_text(output)) for p in VOLATILE) or (kind == "stream" and any(TRAINER_LOG.match(l) for l in _text(output).splitlines())):
+        return "volatile text (a progress bar, a timing or a machine's path)"
     if len(json.dumps(output)) > MAX_BYTES: return f"over {MAX_BYTES:,} bytes"
     return None
 
@@ -43,10 +46,19 @@ def silenced(source: str) -> bool:
     return re.search(r"^#\|\s*output:\s*false\s*$", source, re.M) is not None
 
 
+def tidy_stream(output: dict) -> dict | None:
+    "A stdout output without its volatile lines (progress bars, timings, the Trainer's printed logs); None if nothing is left."
+    text = output["text"] if isinstance(output["text"], str) else "".join(output["text"])
+    lines = [l for l in text.splitlines(keepends=True) if not TRAINER_LOG.match(l) and not any(p.search(l) for p in VOLATILE)]
+    return {**output, "text": "".join(lines)} if "".join(lines).strip() else None
+
+
 def kept(cell: dict) -> list:
-    "The outputs of `cell` worth storing."
+    "The outputs of `cell` worth storing: stdout less its volatile lines, and every other output that passes `why_dropped`."
     src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-    return [] if silenced(src) else [o for o in cell.get("outputs", []) if why_dropped(o) is None]
+    if silenced(src): return []
+    outs = [tidy_stream(o) if o.get("output_type") == "stream" and o.get("name") == "stdout" else o for o in cell.get("outputs", [])]
+    return [o for o in outs if o is not None and why_dropped(o) is None]
 
 
 def show_figures(cell):
@@ -108,7 +120,14 @@ if __name__ == "__main__":
         bad = [line for nb in sorted((ROOT / "nbs").glob("*.ipynb")) for line in untidy(nb)]
         print("\n".join(bad) or "every stored output is one tools/outputs.py keeps")
         sys.exit(1 if bad else 0)
-    if not args: sys.exit(__doc__)
+    if args == ["--tidy"]:
+        for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
+            data = json.loads(nb.read_text())
+            for cell in data["cells"]:
+                if cell["cell_type"] == "code": cell["outputs"] = kept(cell)
+            nb.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        args = []
+    elif not args: sys.exit(__doc__)
     for name in args:
         counts = run_and_store(Path(name).resolve())
         print(f"{name}: kept {counts.pop('kept')} outputs; dropped " + (", ".join(f"{n} ({why})" for why, n in counts.items()) or "none"),
