@@ -349,7 +349,7 @@ def with_overrides(cfg: Config, overrides) -> Config:
         sections[section][name] = _coerce(raw, _hints(_sections()[section])[name], key)
     return Config(**{s: _sections()[s](**kw) for s, kw in sections.items()})
 
-# %% ../nbs/00_config.ipynb #63f4c7c6
+# %% ../nbs/00_config.ipynb #eb8e49f1
 _PAPER = {"model.base": "meta-llama/Llama-3.2-3B", "data.pool": "jlpang888/DS2_50k",
           "train.global_batch": 48,  # 6 sequences x 8 GPUs in the paper; grad_accum makes up for fewer GPUs
           "train.loss_norm": "micro_batch",  # the official runs' HF mean per micro-batch, for exact reproduction
@@ -362,8 +362,9 @@ PRESETS: dict[str, dict] = {
              "train.lr": 1e-3, "train.grad_ckpt": False, "eval.suite": "quick", "eval.quick_n": 4,
              "eval.limit": None, "run.rounds": 2, "run.warmup_mode": "first_chunk"},
     "demo": {"model.base": "smollm2-135m-instruct", "model.device": "cpu", "data.pool": "alpaca-gpt4-demo[:180]",
-             "data.heldout": "alpaca-gpt4-demo[900:]", "data.max_len": 512, "train.batch_size": 8, "train.grad_ckpt": False,
-             "train.lr": 2e-4, "score.shard_size": 32,
+             "data.heldout": "alpaca-gpt4-demo[900:]", "data.max_len": 512, "train.grad_ckpt": False,
+             # 8 sequences per step, one per micro-batch: fp32 activations of 8 x 512 tokens took 13.7 GB (benchmarks/m1)
+             "train.batch_size": 1, "train.global_batch": 8, "train.lr": 2e-4, "score.shard_size": 32,
              "eval.suite": "quick", "eval.quick_n": 20, "eval.limit": None, "run.rounds": 2,
              "run.warmup_mode": "first_chunk"},
     "paper-llama3.2-3b": _PAPER,
