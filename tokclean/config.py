@@ -36,20 +36,20 @@ LOSS_NORMS = ("micro_batch", "step")  # micro_batch: HF mean per micro-batch (pa
 PAPER_TASKS = ("truthfulqa_mc2", "tydiqa", "logiqa", "mmlu", "hellaswag", "arc_challenge", "boolq")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# %% ../nbs/00_config.ipynb #df681b8a
+# %% ../nbs/00_config.ipynb #7f14faf7
 class ConfigError(UserError, ValueError):
     "A config value, key, preset or file that tokclean cannot use."
 
-
+# %% ../nbs/00_config.ipynb #3d368ece
 def _require(ok: bool, section: str, name: str, value, why: str):
     "Raise `ConfigError` naming `section.name` unless `ok`."
     if not ok: raise ConfigError(f"{section}.{name}={value!r}: {why}")
 
-
+# %% ../nbs/00_config.ipynb #fd2f6e27
 def _one_of(section: str, name: str, value, allowed):
     _require(value in allowed, section, name, value, f"must be one of {', '.join(map(str, allowed))}")
 
-
+# %% ../nbs/00_config.ipynb #cc92b4bb
 def _is_type(value, hint) -> bool:
     "Whether `value` fits a field's type hint (finite numbers only)."
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -61,7 +61,7 @@ def _is_type(value, hint) -> bool:
         return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
     return isinstance(value, hint)
 
-
+# %% ../nbs/00_config.ipynb #e9e6e41c
 def _check_types(cfg):
     "Raise `ConfigError` for any field of a section whose value does not fit its type."
     section = type(cfg).__name__.removesuffix("Cfg").lower()
@@ -253,21 +253,21 @@ class Config:
             if not isinstance(getattr(self, f.name), kind):
                 raise ConfigError(f"config section {f.name!r} must be a {kind.__name__}, got {type(getattr(self, f.name)).__name__}")
 
-# %% ../nbs/00_config.ipynb #8c6a396d
+# %% ../nbs/00_config.ipynb #2db16d48
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
-
+# %% ../nbs/00_config.ipynb #48879958
 def _sections() -> dict:
     "Section name -> section dataclass."
     return {f.name: _hints(Config)[f.name] for f in fields(Config)}
 
-
+# %% ../nbs/00_config.ipynb #99d51e15
 def to_dict(cfg: Config) -> dict:
     "Nested plain dict (tuples become lists), ready for YAML or JSON."
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
-
+# %% ../nbs/00_config.ipynb #8b512ab5
 def flat_keys() -> list[str]:
     "Every dotted key a config accepts."
     return [f"{s}.{f.name}" for s, cls in _sections().items() for f in fields(cls)]
@@ -305,7 +305,7 @@ def _coerce(value, hint, key: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)  # YAML reads `revision: 2024` as a number
     raise ConfigError(f"{key}={value!r}: expected {getattr(hint, '__name__', hint)}")
 
-# %% ../nbs/00_config.ipynb #ff89739e
+# %% ../nbs/00_config.ipynb #16e9842d
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -316,7 +316,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else: out[key] = v
     return out
 
-
+# %% ../nbs/00_config.ipynb #4793d69a
 def parse_overrides(items) -> dict:
     "`['train.lr=2e-4', ...]` (or a dict, nested or dotted) -> {dotted key: raw value}."
     if isinstance(items, dict): return _flatten(items)
@@ -328,7 +328,7 @@ def parse_overrides(items) -> dict:
         out[key.strip()] = value.strip()
     return out
 
-# %% ../nbs/00_config.ipynb #c9d16cd5
+# %% ../nbs/00_config.ipynb #00423808
 HF_NAMES = {"learning_rate": "lr", "num_train_epochs": "epochs", "max_length": "max_len", "max_seq_length": "max_len",
             "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum", "r": "lora_r"}
 
@@ -339,7 +339,7 @@ def _unknown_key(key: str) -> ConfigError:
     hint = f" (did you mean {close[0]}?)" if close else f"; valid keys: {', '.join(flat_keys())}"
     return ConfigError(f"unknown config key {key!r}{hint}")
 
-
+# %% ../nbs/00_config.ipynb #aaa953e5
 def with_overrides(cfg: Config, overrides) -> Config:
     "A new `Config` with `overrides` (dotted dict, nested dict, or `key=value` strings) applied."
     sections = {s: dataclasses.asdict(getattr(cfg, s)) for s in _sections()}
@@ -380,7 +380,7 @@ def preset(name: str) -> Config:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return with_overrides(Config(), {**PRESETS[name], "run.preset": name})
 
-# %% ../nbs/00_config.ipynb #54143f54
+# %% ../nbs/00_config.ipynb #71f8e015
 def save_config(cfg: Config, path) -> Path:
     "Write `cfg` as YAML (`.yaml`/`.yml`) or JSON (anything else)."
     path = Path(path)
@@ -392,7 +392,7 @@ def save_config(cfg: Config, path) -> Path:
     tmp.replace(path)  # atomic: a reader never sees half a file
     return path
 
-
+# %% ../nbs/00_config.ipynb #28be77bd
 def read_config_file(path) -> dict:
     "The nested dict stored in a YAML or JSON config file."
     path = Path(path)
@@ -402,12 +402,12 @@ def read_config_file(path) -> dict:
     if not isinstance(d, dict): raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(d).__name__}")
     return d
 
-
+# %% ../nbs/00_config.ipynb #cb9f919b
 def _named_preset(d: dict) -> str | None:
     "The preset a config file says it was made from, if any."
     return d["run"].get("preset") if isinstance(d.get("run"), dict) else None
 
-
+# %% ../nbs/00_config.ipynb #e6f35f1f
 def load_config(path, base: Config | None = None) -> Config:
     "`base` (default: the preset the file names, else `Config()`) with the file's values applied."
     d = read_config_file(path)
@@ -415,7 +415,7 @@ def load_config(path, base: Config | None = None) -> Config:
     try: return with_overrides(base, d)
     except ConfigError as e: raise ConfigError(f"config file {path}: {e}") from None
 
-# %% ../nbs/00_config.ipynb #aa26ad4e
+# %% ../nbs/00_config.ipynb #56fcd228
 def get_config(preset_name: str | None = None, config_file=None, overrides=()) -> Config:
     "Resolve a config: a preset (given, else the one the file names, else `demo`), then `config_file`, then `overrides`."
     named = _named_preset(read_config_file(config_file)) if config_file else None
@@ -425,7 +425,7 @@ def get_config(preset_name: str | None = None, config_file=None, overrides=()) -
     if config_file: cfg = load_config(config_file, base=cfg)
     return with_overrides(cfg, overrides)
 
-
+# %% ../nbs/00_config.ipynb #d9f08ae6
 def describe(cfg: Config) -> str:
     "The fields that differ from `Config()`, one `key = value` per line."
     ref, now = _flatten(to_dict(Config())), _flatten(to_dict(cfg))

@@ -80,30 +80,30 @@ def _read_tsv(path: Path) -> Iterator:
             if len(cols) != 3: yield f"{path}:{n}", DataError(f"{path}:{n}", "bad_tsv", f"expected 3 tab-separated columns {FLAN_COLUMNS}, found {len(cols)}")
             else: yield f"{path}:{n}", dict(zip(FLAN_COLUMNS, cols))
 
-# %% ../nbs/02_data_reading.ipynb #819e8f96
+# %% ../nbs/02_data_reading.ipynb #39add0aa
 def _read_parquet(path: Path) -> Iterator:
     import pyarrow.parquet as pq
     for i, row in enumerate(pq.read_table(path).to_pylist()): yield f"{path} row {i}", row
 
-
+# %% ../nbs/02_data_reading.ipynb #e76424bf
 def _read_datasets(ds, name: str) -> Iterator:
     for i, row in enumerate(ds): yield f"{name} row {i}", row
 
-
+# %% ../nbs/02_data_reading.ipynb #997be1d1
 def _load_split(obj, split: str, name: str):
     if hasattr(obj, "keys"):  # a DatasetDict
         if split not in obj: raise NotFound(f"{name} has no split {split!r}; it has {', '.join(obj)} (set data.split)")
         return obj[split]
     return obj
 
-# %% ../nbs/02_data_reading.ipynb #7b687a9d
+# %% ../nbs/02_data_reading.ipynb #c42422ef
 def _not_a_dataset(d: Path) -> str:
     "Why a folder cannot be read as data, and which of its files could be."
     inside = sorted(str(p) for p in d.iterdir() if p.suffix in SUFFIXES)
     return (f"{d} is a folder, not a data file nor a saved `datasets` folder (it has no state.json or dataset_dict.json): "
             + (f"give one of its files, e.g. {inside[0]}" if inside else "give a .json, .jsonl, .tsv or .parquet file"))
 
-
+# %% ../nbs/02_data_reading.ipynb #467fac1d
 SUFFIXES = {".json": _read_json, ".jsonl": _read_jsonl, ".tsv": _read_tsv, ".parquet": _read_parquet}
 
 
@@ -135,7 +135,7 @@ def detect_format(row: dict, where: str = "row") -> str:
     raise DataError(where, "unknown_format", f"cannot tell the format from the fields {sorted(row)}; set data.format to one of "
                     "messages, prompt_completion, alpaca, oasst, flan_cot")
 
-# %% ../nbs/02_data_reading.ipynb #f4c58fa0
+# %% ../nbs/02_data_reading.ipynb #ab9cce2b
 def _need(row: dict, name: str, where: str, kind=str):
     if name not in row: raise DataError(where, "missing_field", f"missing field {name!r}")
     if not isinstance(row[name], kind):
@@ -143,7 +143,7 @@ def _need(row: dict, name: str, where: str, kind=str):
         raise DataError(where, "wrong_type", f"field {name!r} must be {want}, got {type(row[name]).__name__}")
     return row[name]
 
-
+# %% ../nbs/02_data_reading.ipynb #e22fcc49
 def from_messages(row, where):
     return [_need(row, "messages", where, list)]
 
@@ -172,7 +172,7 @@ def from_flan_cot(row, where):
     q, a, r = (_need(row, c, where).replace("\\n", "\n") for c in FLAN_COLUMNS)
     return [[{"role": "user", "content": q}, {"role": "assistant", "content": f"{r} So the answer is {a}."}]]
 
-# %% ../nbs/02_data_reading.ipynb #38e6195f
+# %% ../nbs/02_data_reading.ipynb #a24f826b
 def _oasst_paths(node: dict, prefix: list, drop_synthetic: bool) -> list[list]:
     if node.get("deleted") or (drop_synthetic and node.get("synthetic")): return []
     role = {"prompter": "user", "assistant": "assistant"}.get(node.get("role"), node.get("role"))
@@ -180,7 +180,7 @@ def _oasst_paths(node: dict, prefix: list, drop_synthetic: bool) -> list[list]:
     below = [p for child in node.get("replies") or [] for p in _oasst_paths(child, path, drop_synthetic)]
     return below or ([path] if role == "assistant" else [])
 
-
+# %% ../nbs/02_data_reading.ipynb #5091be3c
 def from_oasst(row, where, drop_synthetic: bool = True):
     "Conversation paths of a tree; [] when the filter dropped its root prompt (counted as filtered, not an error)."
     root = _need(row, "prompt", where, dict)
@@ -263,13 +263,13 @@ def check_unique_id(row: dict, where: str, first_seen: dict):
         raise DataError(where, "duplicate_id", f"id {rid!r} is already used at {first_seen[key]}; remove the copy or give it its own id")
     first_seen[key] = where
 
-# %% ../nbs/02_data_reading.ipynb #3197f1a8
+# %% ../nbs/02_data_reading.ipynb #9944bdf6
 def _format_of(row: dict) -> str | None:
     "The format a row's fields name, or None when they name none."
     try: return detect_format(row)
     except DataError: return None
 
-
+# %% ../nbs/02_data_reading.ipynb #e0c15673
 def _place(where: str) -> str:
     "`line 3` for `a.jsonl:3`, `item 3` for `a.json item 3`: a place in the file already named."
     head, _, n = where.rpartition(":")
@@ -339,14 +339,14 @@ def special_tokens(tokenizer) -> list[str]:
     added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False)]
     return sorted({tokenizer.eos_token or "", *tokenizer.all_special_tokens, *added} - {""}, key=len, reverse=True)
 
-# %% ../nbs/02a_data_labels.ipynb #03324890
+# %% ../nbs/02a_data_labels.ipynb #fb06605a
 def _end_token(rest: str, tokenizer) -> int:
     "Length of the template's end of turn at the start of `rest`: optional spaces, then a special token; 0 if none."
     stripped = rest.lstrip(" ")
     end = next((s for s in special_tokens(tokenizer) if stripped.startswith(s)), "")
     return len(rest) - len(stripped) + len(end) if end else 0
 
-
+# %% ../nbs/02a_data_labels.ipynb #cc8666a3
 def render_chat(msgs: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
     "Text of a conversation in the tokenizer's chat template, and the span of each assistant answer."
     if not tokenizer.chat_template: raise BadInput("the tokenizer has no chat template; use data.template=tulu")
@@ -374,13 +374,13 @@ def labels_from_spans(ids: np.ndarray, offsets: np.ndarray, spans) -> tuple[np.n
                    & (end > spans[np.clip(j + 1, 0, len(spans) - 1), 0])))
     return np.where(inside, ids, -100), crossing
 
-# %% ../nbs/02a_data_labels.ipynb #c963c5cf
+# %% ../nbs/02a_data_labels.ipynb #0db081d7
 def _sha(*parts) -> str:
     h = hashlib.sha256()
     for p in parts: h.update(p if isinstance(p, bytes) else str(p).encode()); h.update(b"\x00")
     return h.hexdigest()
 
-
+# %% ../nbs/02a_data_labels.ipynb #1b786cd4
 def tokenizer_fingerprint(tokenizer) -> str:
     "SHA-256 of what decides the tokens: the tokenizer's definition (vocab, merges, normaliser), EOS and chat template."
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -510,13 +510,13 @@ def label_runs(labels) -> list[np.ndarray]:
     pos = np.flatnonzero(labels != -100)
     return [labels[run] for run in np.split(pos, np.flatnonzero(np.diff(pos) > 1) + 1) if len(run)]
 
-# %% ../nbs/02a_data_labels.ipynb #08670c7e
+# %% ../nbs/02a_data_labels.ipynb #0f0823a6
 def expected_answers(msgs: list[dict], tokenizer, template: str, turn_end: str = "eos") -> list[str]:
     "What each answer's labels must decode to."
     text, spans = render_tulu(msgs, tokenizer.eos_token, turn_end) if template == "tulu" else render_chat(msgs, tokenizer)
     return [text[a:b] for a, b in spans]
 
-
+# %% ../nbs/02a_data_labels.ipynb #ba9b9145
 def _ends_turn(tail: str, newline: bool, ends: tuple) -> bool:
     "Whether what follows an answer's content is one end-of-turn token, then (with `newline`) exactly one newline."
     if newline:

@@ -34,19 +34,19 @@ def resolve_model(path: str) -> tuple[str, object]:
     if path.startswith((".", "/", "~")) or path.count("/") > 1: raise NotFound(f"model folder {p} does not exist")
     return "hub", path
 
-# %% ../nbs/03_models.ipynb #a683130b
+# %% ../nbs/03_models.ipynb #f847b775
 def pick_device(device: str = "auto") -> torch.device:
     "The torch device for a `model.device` setting."
     if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available(): raise Unavailable(f"model.device={device}: no CUDA device is visible")
     return torch.device(device)
 
-
+# %% ../nbs/03_models.ipynb #908f5fdb
 def cpu_has_bf16() -> bool:
     "Whether this CPU computes bf16 natively."
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
-
+# %% ../nbs/03_models.ipynb #c2724040
 def pick_dtype(dtype: str = "auto", device: str | torch.device = "cpu") -> torch.dtype:
     "The torch dtype for a `model.dtype` setting on `device`."
     if dtype != "auto": return getattr(torch, dtype)
@@ -66,7 +66,7 @@ def bnb_config(quant: str | None, compute_dtype: torch.dtype = torch.bfloat16):
     if quant == "8bit": return BitsAndBytesConfig(load_in_8bit=True)
     raise BadInput(f"model.quant={quant!r}: use 4bit, 8bit or none")
 
-# %% ../nbs/03_models.ipynb #d681c1cc
+# %% ../nbs/03_models.ipynb #eaec5082
 def ensure_pad_token(tokenizer):
     "Give `tokenizer` a pad token (its EOS) if it has none; never adds a token."
     if tokenizer.pad_token is None:
@@ -74,7 +74,7 @@ def ensure_pad_token(tokenizer):
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
-
+# %% ../nbs/03_models.ipynb #0e8ad1bc
 def check_same_vocab(tok_a, tok_b, names: tuple[str, str] = ("base", "reference")):
     "Raise if two tokenizers differ in vocabulary: their token losses would not be comparable."
     va, vb = tok_a.get_vocab(), tok_b.get_vocab()
@@ -83,7 +83,7 @@ def check_same_vocab(tok_a, tok_b, names: tuple[str, str] = ("base", "reference"
     raise BadInput(f"the {names[0]} and {names[1]} tokenizers differ ({len(va)} vs {len(vb)} tokens; e.g. {diff}): "
                      "score both with models that share one tokenizer")
 
-# %% ../nbs/03_models.ipynb #4049834f
+# %% ../nbs/03_models.ipynb #a8a87f0e
 def _detach_gguf_quantizer(model):
     q = getattr(model, "hf_quantizer", None)
     if q is None: return model
@@ -93,7 +93,7 @@ def _detach_gguf_quantizer(model):
     q.remove_quantization_config(model)
     return model
 
-
+# %% ../nbs/03_models.ipynb #e8211e71
 def save_model(model, tokenizer, out_dir, keep_existing: bool = False) -> Path:
     "Save `model` and `tokenizer` to `out_dir` as safetensors, atomically; a failed save leaves nothing behind."
     tmp = temp_dir_beside(out_dir)
@@ -115,7 +115,7 @@ def gguf_to_hf(gguf: Path, out_dir: Path | None = None) -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     return save_model(model, tok, out, keep_existing=True)  # another process may have finished first: same bytes
 
-# %% ../nbs/03_models.ipynb #185e43ac
+# %% ../nbs/03_models.ipynb #663587be
 def _config(kind: str, where, revision=None, trust_remote_code: bool = False):
     "The text config of a resolved model (no weights), or None when there is none to read."
     if kind == "tiny": return None
@@ -125,14 +125,14 @@ def _config(kind: str, where, revision=None, trust_remote_code: bool = False):
     except (OSError, ValueError): return None  # offline and not cached: the weights would not load either, and say so
     return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
-
+# %% ../nbs/03_models.ipynb #6a73a2e9
 def set_context_length(tokenizer, config):
     "`tokenizer`, its `model_max_length` set to the model's context length (`config.max_position_embeddings`) when the config has one."
     n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if isinstance(n, int) and n > 0: tokenizer.model_max_length = n
     return tokenizer
 
-# %% ../nbs/03_models.ipynb #3600197e
+# %% ../nbs/03_models.ipynb #7c43792d
 def vocab_size(path: str, revision: str | None = None, trust_remote_code: bool = False) -> int | None:
     "Rows of a model's embedding matrix, from its config (no weights loaded); None when unknown."
     kind, where = resolve_model(path)
@@ -141,7 +141,7 @@ def vocab_size(path: str, revision: str | None = None, trust_remote_code: bool =
         return len(tiny_tokenizer())  # `load_model("tiny")` embeds exactly the tokenizer's tokens
     return getattr(_config(kind, where, revision, trust_remote_code), "vocab_size", None)
 
-
+# %% ../nbs/03_models.ipynb #6c81af12
 def check_reference(base: str, reference: str, revision: str | None = None, trust_remote_code: bool = False):
     "Raise, before any weights load, if `reference` cannot be scored against `base`: another vocabulary size or tokenizer."
     vb, vr = vocab_size(base, revision, trust_remote_code), vocab_size(reference, revision, trust_remote_code)
@@ -150,7 +150,7 @@ def check_reference(base: str, reference: str, revision: str | None = None, trus
                        "are not comparable; use a reference fine-tuned from the base (`tokclean run warmup`)")
     check_same_vocab(load_tokenizer(base, revision, trust_remote_code), load_tokenizer(reference, revision, trust_remote_code))
 
-# %% ../nbs/03_models.ipynb #25b6a1ae
+# %% ../nbs/03_models.ipynb #02387b92
 def _from_pretrained(kind: str, where, revision, dtype, device, quant, trust_remote_code):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if kind == "gguf": where, kind = gguf_to_hf(where), "dir"
@@ -165,7 +165,7 @@ def _from_pretrained(kind: str, where, revision, dtype, device, quant, trust_rem
         raise NotFound(f"could not load model {where!r} ({kind}): {e}. Offline? Give a local folder or a .gguf file") from None
     return model, set_context_length(tok, model.config)
 
-
+# %% ../nbs/03_models.ipynb #97971744
 def load_model(path: str, revision: str | None = None, dtype: str = "auto", device: str = "auto",
                quant: str | None = None, trust_remote_code: bool = False):
     "`(model, tokenizer)` for a hub id, local folder, .gguf file or alias; model in eval mode on its device."
@@ -180,7 +180,7 @@ def load_model(path: str, revision: str | None = None, dtype: str = "auto", devi
     if quant is None: model = model.to(dev)
     return model.eval(), ensure_pad_token(tok)
 
-
+# %% ../nbs/03_models.ipynb #4f6b45f1
 def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False):
     "The tokenizer of a model spec alone (no weights loaded), with a pad token."
     kind, where = resolve_model(path)
@@ -193,12 +193,12 @@ def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bo
     except OSError as e: raise NotFound(f"could not load the tokenizer of {where!r} ({kind}): {e}") from None
     return ensure_pad_token(set_context_length(tok, _config(kind, where, revision, trust_remote_code)))
 
-
+# %% ../nbs/03_models.ipynb #1cee7778
 def model_kwargs(model_cfg) -> dict:
     "The `load_model` keyword arguments of a `ModelCfg` (everything except which model)."
     return {k: getattr(model_cfg, k) for k in ("revision", "dtype", "device", "quant", "trust_remote_code")}
 
-
+# %% ../nbs/03_models.ipynb #729186b7
 def tokenizer_kwargs(model_cfg) -> dict:
     "The `load_tokenizer` keyword arguments of a `ModelCfg`."
     return {k: getattr(model_cfg, k) for k in ("revision", "trust_remote_code")}

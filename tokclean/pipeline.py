@@ -23,12 +23,12 @@ __all__ = ['METHOD_OF', 'run_dir', 'Run', 'digest', 'stale_because', 'stage', 's
            'chunk_record', 'cleaned', 'mask_sha256', 'load_pool', 'cleaned_pool', 'heldout_losses', 'eval_stage',
            'run_pipeline', 'rounds_table']
 
-# %% ../nbs/08_pipeline.ipynb #abc3b1a0
+# %% ../nbs/08_pipeline.ipynb #dc278196
 def run_dir(cfg: Config, root=None) -> Path:
     "The directory of a run: `run.out_dir/run.name`, the name defaulting to preset-pipeline-seed."
     return Path(root or cfg.run.out_dir) / (cfg.run.name or f"{cfg.run.preset}-{cfg.run.pipeline}-s{cfg.run.seed}")
 
-
+# %% ../nbs/08_pipeline.ipynb #605a8613
 class Run:
     "A run directory: the config it was made for, the manifest of finished stages, and paths for models and data."
 
@@ -69,19 +69,19 @@ class Run:
         if state.is_main_process: write_json(self.manifest_path, self.manifest)  # atomic: a kill leaves the previous manifest
         state.wait_for_everyone()
 
-# %% ../nbs/08_pipeline.ipynb #15d7b519
+# %% ../nbs/08_pipeline.ipynb #8cc08629
 def _intact(info: dict) -> bool:
     "False when a stage saved a model whose weight files no longer match the checksum recorded with it."
     return "model_sha256" not in info or (Path(info["model"]).is_dir() and dir_sha256(info["model"]) == info["model_sha256"])
 
-
+# %% ../nbs/08_pipeline.ipynb #8a54e144
 def digest(info: dict) -> str:
     "A stage's result, as a short checksum: of the checksums it recorded (weights, scores, mask, data), else of its whole record."
     keys = [k for k in ("model_sha256", "sha256", "keep_sha256", "fingerprint") if info.get(k) is not None]
     body = {k: info[k] for k in keys} if keys else {k: v for k, v in info.items() if k not in ("after", "seconds", "finished")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-
+# %% ../nbs/08_pipeline.ipynb #4834731d
 def stale_because(run: Run, name: str, after=()) -> str | None:
     "Why the finished stage `name` must be computed again (its model changed, or a stage in `after` changed since); None if it stands."
     info = run.done(name)
@@ -90,7 +90,7 @@ def stale_because(run: Run, name: str, after=()) -> str | None:
     changed = [dep for dep in after if used is not None and (run.done(dep) is None or used.get(dep) != digest(run.done(dep)))]
     return f"stale, {' and '.join(changed)} changed since it ran" if changed else None
 
-
+# %% ../nbs/08_pipeline.ipynb #bc4fb62e
 def stage(run: Run, name: str, fn, after=()) -> dict:
     "Run `fn()` as stage `name` of `run` unless it finished and stands (see `stale_because`); record its result, what it used and its time."
     info = run.done(name)
@@ -105,32 +105,32 @@ def stage(run: Run, name: str, fn, after=()) -> dict:
     if "model_sha256" in info: run.made_by[info["model"]] = name
     return info
 
-# %% ../nbs/08_pipeline.ipynb #0e495a46
+# %% ../nbs/08_pipeline.ipynb #b559d9a2
 def subset(sft: SFTData, rows, tag: str) -> SFTData:
     "The samples `rows` of `sft`, as an `SFTData` with its own fingerprint."
     rows = list(rows)
     fp = hashlib.sha256(f"{sft.fingerprint}|{tag}|{rows[0] if rows else 0}:{rows[-1] if rows else 0}:{len(rows)}".encode()).hexdigest()
     return replace(sft, dataset=sft.dataset.select(rows), fingerprint=fp, conversations=[sft.conversations[i] for i in rows])
 
-
+# %% ../nbs/08_pipeline.ipynb #8c074e7f
 def chunk_bounds(n_rows: int, parts: int) -> list[tuple[int, int]]:
     "Raw row ranges [a, b) of `parts` contiguous chunks: `n_rows // parts` rows each, the last `n_rows % parts` rows in none."
     size = n_rows // parts
     return [(size * i, size * (i + 1)) for i in range(parts)]
 
-
+# %% ../nbs/08_pipeline.ipynb #d2f1c552
 def chunks(n: int, parts: int) -> list[np.ndarray]:
     "The chunks of range(n): the samples of each chunk of a pool that dropped no row."
     return [np.arange(a, b) for a, b in chunk_bounds(n, parts)]
 
-
+# %% ../nbs/08_pipeline.ipynb #f28c647f
 def pool_chunks(pool: SFTData, parts: int) -> list[np.ndarray]:
     "The samples (indices into `pool.dataset`) of each chunk of the pool's raw rows, by the row each came from."
     if "row" not in pool.dataset.column_names: return chunks(len(pool.dataset), parts)  # made without row numbers: no row dropped
     rows = np.asarray(pool.dataset["row"])  # (S,) raw row of each sample
     return [np.flatnonzero((rows >= a) & (rows < b)) for a, b in chunk_bounds(pool.meta.get("rows", len(rows)), parts)]
 
-
+# %% ../nbs/08_pipeline.ipynb #45203527
 def chunk_record(pool: SFTData, parts: int) -> list[dict]:
     "Per chunk, its raw rows [a, b) and how many samples were loaded from them; last, the rows in no chunk (if any)."
     n_rows = pool.meta.get("rows", len(pool.dataset))
@@ -141,7 +141,7 @@ def chunk_record(pool: SFTData, parts: int) -> list[dict]:
         out.append({"chunk": None, "rows": [bounds[-1][1], n_rows], "samples": int((rows >= bounds[-1][1]).sum())})
     return out
 
-
+# %% ../nbs/08_pipeline.ipynb #de85ceca
 def cleaned(sft: SFTData, sel) -> object:
     "The data set with dropped response tokens turned into -100 labels (and soft weights, if any)."
     offsets = response_offsets(sft.dataset["n_response"])
@@ -150,7 +150,7 @@ def cleaned(sft: SFTData, sel) -> object:
         ds = ds.add_column("weights", [_spread(lab, sel.weights[offsets[i] : offsets[i + 1]]) for i, lab in enumerate(sft.dataset["labels"])])
     return ds
 
-
+# %% ../nbs/08_pipeline.ipynb #bc438c2d
 def _spread(labels, values) -> list:
     "Per-position weights (T,): `values` at the response positions, 0 elsewhere."
     labels = np.asarray(labels)
@@ -158,7 +158,7 @@ def _spread(labels, values) -> list:
     out[labels != -100] = values
     return out.tolist()
 
-# %% ../nbs/08_pipeline.ipynb #87554fd0
+# %% ../nbs/08_pipeline.ipynb #32689f47
 def _scores(run: Run, model_spec: str, sft: SFTData, name: str, progress: bool = True) -> dict:
     cfg = run.cfg
     kw = {**model_kwargs(cfg.model), "dtype": score_dtype(cfg)}
@@ -167,12 +167,12 @@ def _scores(run: Run, model_spec: str, sft: SFTData, name: str, progress: bool =
     return {"path": str(s.path), "sha256": s.manifest["sha256"]["loss.npy"], "tokens": s.manifest["n_tokens"],
             "mean_loss": s.manifest["mean_loss"], "model": model_spec}
 
-
+# %% ../nbs/08_pipeline.ipynb #2bd4f9fa
 def _load_loss(info: dict, sft: SFTData) -> np.ndarray:
     from tokclean.scoring import load_scores
     return load_scores(info["path"], sft=sft).loss
 
-
+# %% ../nbs/08_pipeline.ipynb #95eb0b7b
 def _train(run: Run, start: str, data, out: str) -> dict:
     "Train `start` on `data` into `out`, checkpointing in the run directory (`checkpoints/<model>`) so that a killed stage resumes."
     cfg = run.cfg
@@ -182,7 +182,7 @@ def _train(run: Run, start: str, data, out: str) -> dict:
             "first_loss": res.log[0]["loss"] if res.log else None, "last_loss": res.log[-1]["loss"] if res.log else None,
             "steps": len(res.log)}
 
-# %% ../nbs/08_pipeline.ipynb #33dd5064
+# %% ../nbs/08_pipeline.ipynb #b9f13121
 def _losses(run: Run, name: str, spec: str, sft: SFTData) -> np.ndarray:
     "The losses the score stage `name` recorded; scored again (and recorded) if its cache was deleted or damaged since."
     info = run.done(name)
@@ -192,7 +192,7 @@ def _losses(run: Run, name: str, spec: str, sft: SFTData) -> np.ndarray:
         run.record(name, {**info, **_scores(run, spec, sft, name)})  # keeps what it used; a new checksum makes the selection stale
         return _load_loss(run.done(name), sft)
 
-
+# %% ../nbs/08_pipeline.ipynb #1bd1d503
 def _select_stage(run: Run, sft: SFTData, losses: dict, method: str) -> tuple[dict, object]:
     "Select on the `losses` (N,) of `base` and `ref` that the method uses; the record and the `Selection`."
     offsets = response_offsets(sft.dataset["n_response"])
@@ -200,12 +200,12 @@ def _select_stage(run: Run, sft: SFTData, losses: dict, method: str) -> tuple[di
     sel = select(loss_base, losses.get("ref"), offsets, **{**select_kwargs(run.cfg), "method": method}, sources=sft.dataset["source"])
     return {"stats": asdict(sel.stats), "keep_sha256": mask_sha256(sel.keep)}, sel
 
-
+# %% ../nbs/08_pipeline.ipynb #01c48989
 def mask_sha256(keep: np.ndarray) -> str:
     "SHA-256 of a keep mask (N,) packed to bits: the mask's checksum in the manifest."
     return hashlib.sha256(np.packbits(np.asarray(keep, dtype=bool)).tobytes() + str(len(keep)).encode()).hexdigest()
 
-
+# %% ../nbs/08_pipeline.ipynb #ea94ed78
 def _clean_and_train(run: Run, sft: SFTData, start: str, out: str, tag: str, method: str, ref_spec: str | None,
                      base_spec: str | None = None) -> dict:
     """Score (as the method needs: `base_spec`, default the base, and `ref_spec`), select, and train `start` on the cleaned data.
@@ -229,7 +229,7 @@ def _clean_and_train(run: Run, sft: SFTData, start: str, out: str, tag: str, met
         return _train(run, start, cleaned(sft, sel), out)
     return stage(run, f"{tag}/train", train_cleaned, after=[f"{tag}/select", *run.made_from(start)])
 
-# %% ../nbs/08_pipeline.ipynb #4707c69d
+# %% ../nbs/08_pipeline.ipynb #f20e59e7
 METHOD_OF = {"fixed": "global", "rho": "sample", "random": "random", "full": "full", "high-ppl": "high-ppl"}
 
 
@@ -238,14 +238,14 @@ def load_pool(cfg: Config) -> SFTData:
     tok = load_tokenizer(cfg.model.base, **tokenizer_kwargs(cfg.model))
     return load_sft(cfg.data.pool, tok, **sft_kwargs(cfg.data), seed=cfg.run.seed)
 
-
+# %% ../nbs/08_pipeline.ipynb #8f0e1cef
 def cleaned_pool(cfg: Config, pool: SFTData) -> SFTData:
     "What a Fixed-Model or baseline run cleans and trains on: the pool, or chunks 1..T when chunk 0 trained the warm-up."
     parts = pool_chunks(pool, cfg.run.rounds + 1)
     rows = np.concatenate(parts[1:]) if cfg.run.warmup_mode == "first_chunk" else np.arange(len(pool.dataset))
     return subset(pool, rows, "pool")
 
-
+# %% ../nbs/08_pipeline.ipynb #290b04c8
 def _given_reference(run: Run, spec: str) -> str:
     "A reference trained elsewhere (one per base model, shared by a study's runs): recorded with its checksum, checked on resume."
     from tokclean.models import check_reference
@@ -261,7 +261,7 @@ def _given_reference(run: Run, spec: str) -> str:
     run.made_by[spec] = "reference"
     return spec
 
-
+# %% ../nbs/08_pipeline.ipynb #757c6b8f
 def _reference(run: Run, pool: SFTData, parts: list) -> str:
     "The warm-up model: given (`model.reference`), or trained on `data.warmup` or on chunk 0, all response tokens."
     cfg = run.cfg

@@ -18,22 +18,22 @@ from .viz import plot_loss_scatter, plot_score_hist, tokens_html, use_style
 # %% auto #0
 __all__ = ['CLEANING', 'CSS', 'selection_tag', 'recorded_selection', 'loss_curves', 'write_report']
 
-# %% ../nbs/09_report.ipynb #6a3858ab
+# %% ../nbs/09_report.ipynb #54e36730
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=110, bbox_inches="tight"); plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
-
+# %% ../nbs/09_report.ipynb #1805e58d
 def _table(rows: list[list], head: list[str] | None = None) -> str:
     cells = lambda r, t: "".join(f"<{t}>{html.escape(str(c))}</{t}>" for c in r)
     top = f"<tr>{cells(head, 'th')}</tr>" if head else ""
     return f"<table>{top}" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table>"
 
-
+# %% ../nbs/09_report.ipynb #8b26b615
 def _manifest(run_dir) -> dict: return json.loads((Path(run_dir) / "manifest.json").read_text())
 
-# %% ../nbs/09_report.ipynb #5ba14474
+# %% ../nbs/09_report.ipynb #a78b9e50
 CLEANING = ("fixed", "rho", "random", "high-ppl", "self-evolving")  # the pipelines that select tokens: what --cleaned takes
 
 
@@ -46,7 +46,7 @@ def _run(run_dir, role: str) -> tuple[dict, object]:
     if "done" not in m["stages"]: raise BadInput(f"{role} {d}: the run has not finished; run the same `tokclean run` again to finish it")
     return m, load_config(d / "config.yaml")
 
-
+# %% ../nbs/09_report.ipynb #a8e03e03
 def selection_tag(manifest: dict, pipeline: str) -> str:
     "The stage prefix of the selection a report shows: the pipeline's own, or a self-evolving run's last round."
     if pipeline != "self-evolving": return pipeline
@@ -74,11 +74,11 @@ def recorded_selection(run_dir, manifest: dict, cfg):
                        "data or config changed? Run it again into a new folder")
     return tag, sft, loss["base"], loss["ref"], sel
 
-# %% ../nbs/09_report.ipynb #1803b106
+# %% ../nbs/09_report.ipynb #52257340
 def _loss_over(pipeline: str, model: str) -> str:
     return "all response tokens" if pipeline in ("full", "warmup") or model == "warmup" else "kept tokens only"
 
-
+# %% ../nbs/09_report.ipynb #f7e86c56
 def loss_curves(runs: dict) -> str:
     "Training loss per step of every trained model of the runs (label -> (run dir, pipeline)), each labelled by the tokens it averages."
     import matplotlib.pyplot as plt
@@ -93,7 +93,7 @@ def loss_curves(runs: dict) -> str:
     ax.legend(frameon=False, fontsize=8)
     return _png(fig)
 
-# %% ../nbs/09_report.ipynb #67d7df6a
+# %% ../nbs/09_report.ipynb #cbf035f9
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.92em}th{background:#f4f6f8}
@@ -109,7 +109,7 @@ def _figures(loss_base, loss_ref, keep) -> tuple[str, object]:
         return _png(plot_score_hist(loss_base, keep, title="Base-model loss per token (what high-ppl ranks by)").figure), loss_base
     return "<p class=note>(a random selection reads no losses: nothing to plot)</p>", None
 
-
+# %% ../nbs/09_report.ipynb #302167e0
 def write_report(cleaned_dir, baseline_dir, out, n_examples: int = 3) -> Path:
     "An HTML page comparing a cleaning run (fixed, rho, random, high-ppl, self-evolving) with another run, usually the full-token one."
     use_style()

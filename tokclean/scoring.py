@@ -48,13 +48,13 @@ def collate(rows: list[dict], pad_id: int = 0, device="cpu") -> dict:
         if "weights" in out: out["weights"][i, :n] = torch.tensor(r["weights"])
     return {k: v.to(device) for k, v in out.items()}
 
-# %% ../nbs/04_scoring.ipynb #f4261928
+# %% ../nbs/04_scoring.ipynb #979aa846
 def _logit_transform(config):
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     cap, scale = getattr(text, "final_logit_softcapping", None), getattr(text, "logit_scale", None)
     return lambda x: (torch.tanh(x * (scale or 1.0) / cap) * cap) if cap else x * (scale or 1.0)
 
-
+# %% ../nbs/04_scoring.ipynb #27e69601
 def final_hidden(model, input_ids, attention_mask) -> torch.Tensor:
     "The decoder's last hidden states (B, T, H), after its final norm, without running the LM head."
     if hasattr(model, "module"):  # wrapped for several processes (DDP, DeepSpeed): its forward must run, or gradients are not synced
@@ -64,13 +64,13 @@ def final_hidden(model, input_ids, attention_mask) -> torch.Tensor:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA layers sit inside
     return base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-
+# %% ../nbs/04_scoring.ipynb #bb590511
 def _unwrap(model):
     "The transformers model inside process and peft wrappers."
     model = model.module if hasattr(model, "module") else model
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-
+# %% ../nbs/04_scoring.ipynb #8279d31f
 def labelled_losses(model, input_ids, attention_mask, labels, rows_per_tile: int = 1024) -> torch.Tensor:
     "Cross-entropy of every labelled token of a batch, flat float32 (N,) in (sample, position) order; differentiable."
     base = _unwrap(model)
@@ -83,18 +83,18 @@ def labelled_losses(model, input_ids, attention_mask, labels, rows_per_tile: int
              for s in range(0, len(t), rows_per_tile)]  # each (n, V) fp32 tile lives only inside its own step
     return torch.cat(tiles) if tiles else hidden.reshape(-1)[:0].float()  # empty, but still on the graph: its sum is a zero loss
 
-
+# %% ../nbs/04_scoring.ipynb #823d0050
 @torch.inference_mode()
 def token_losses(model, input_ids, attention_mask, labels, rows_per_tile: int = 1024) -> torch.Tensor:
     "`labelled_losses` without gradients: what scoring runs."
     return labelled_losses(model, input_ids, attention_mask, labels, rows_per_tile)
 
-# %% ../nbs/04_scoring.ipynb #cf54e1ab
+# %% ../nbs/04_scoring.ipynb #4cf70569
 def response_offsets(n_response) -> np.ndarray:
     "Offsets (S+1,) of each sample's slice in the flat array, from its number of response tokens."
     return np.concatenate([[0], np.cumsum(np.asarray(n_response, dtype=np.int64))])
 
-
+# %% ../nbs/04_scoring.ipynb #2827a7c8
 def per_position(flat: np.ndarray, offsets: np.ndarray, labels, i: int) -> np.ndarray:
     "Sample `i`'s values at every position (T,), NaN where the label is -100."
     labels = np.asarray(labels)
@@ -102,7 +102,7 @@ def per_position(flat: np.ndarray, offsets: np.ndarray, labels, i: int) -> np.nd
     out[labels != -100] = flat[offsets[i] : offsets[i + 1]]
     return out
 
-# %% ../nbs/04_scoring.ipynb #1da9bcaa
+# %% ../nbs/04_scoring.ipynb #ee3fac16
 def weights_fingerprint(model) -> str:
     "SHA-256 over every tensor of the model's state dict: names, dtypes, shapes and bytes."
     h = hashlib.sha256()
@@ -111,7 +111,7 @@ def weights_fingerprint(model) -> str:
         h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
-
+# %% ../nbs/04_scoring.ipynb #d732733a
 def model_fingerprint(model, path: str | None = None) -> str:
     "`hub:<id>@<commit>` for a hub model whose commit transformers recorded, else `sha256:<weights hash>`."
     commit = getattr(model.config, "_commit_hash", None)
@@ -121,7 +121,7 @@ def model_fingerprint(model, path: str | None = None) -> str:
 # %% ../nbs/04_scoring.ipynb #2dc27c5a
 SCORING_VERSION = 1  # bump when the computation changes in a way that changes numbers
 
-# %% ../nbs/04_scoring.ipynb #507e333a
+# %% ../nbs/04_scoring.ipynb #ea692fe9
 @dataclass
 class Scores:
     "Per-token losses of one model on one data set: flat `loss` (N,) float32, `offsets` (S+1,), and the manifest."
@@ -132,7 +132,7 @@ class Scores:
 
     def sample(self, i: int) -> np.ndarray: return self.loss[self.offsets[i] : self.offsets[i + 1]]
 
-
+# %% ../nbs/04_scoring.ipynb #a1931c8e
 def load_scores(path, mmap: bool = False, sft=None) -> Scores:
     "Load a complete score directory, verifying its checksums (and, given `sft`, that it scored that data); `mmap` leaves the losses on disk."
     path = Path(path)
@@ -151,14 +151,14 @@ def load_scores(path, mmap: bool = False, sft=None) -> Scores:
                          "Score this data again, or pass the scores that belong to it")
     return Scores(np.load(path / "loss.npy", mmap_mode="r" if mmap else None), np.load(path / "offsets.npy"), m, path)
 
-# %% ../nbs/04_scoring.ipynb #c1471379
+# %% ../nbs/04_scoring.ipynb #d3bd39fd
 def score_key(model_fp: str, data_fp: str, dtype, batch_size: int, max_batch_tokens: int, shard_size: int) -> dict:
     "Everything that shapes the numbers, as a dict (its hash names the cache directory)."
     return {"model": model_fp, "data": data_fp, "dtype": str(dtype).removeprefix("torch."), "batch_size": batch_size,
             "max_batch_tokens": max_batch_tokens, "shard_size": shard_size, "scoring_version": SCORING_VERSION,
             "tokclean": tokclean.__version__}
 
-
+# %% ../nbs/04_scoring.ipynb #81870063
 def score_rows(model, rows, batch_size: int = 8, max_batch_tokens: int = 16384) -> np.ndarray:
     "Flat losses (N,) of rows of a tokenized data set, in row order (a shard's work; no cache). Right padding with id 0: causal attention never looks at it."
     n = np.array([r["n_response"] for r in rows])
@@ -169,7 +169,7 @@ def score_rows(model, rows, batch_size: int = 8, max_batch_tokens: int = 16384) 
         for i, piece in zip(idx, np.split(flat, np.cumsum(n[idx])[:-1])): out[offsets[i] : offsets[i + 1]] = piece
     return out
 
-# %% ../nbs/04_scoring.ipynb #e28602ca
+# %% ../nbs/04_scoring.ipynb #fa2839ac
 def _shard_done(d: Path, k: int, expected: int) -> bool:
     meta = d / f"shard-{k:05d}.json"
     if not meta.exists(): return False
@@ -177,7 +177,7 @@ def _shard_done(d: Path, k: int, expected: int) -> bool:
     f = d / f"shard-{k:05d}.npy"
     return m["n"] == expected and f.exists() and sha256_file(f) == m["sha256"]
 
-
+# %% ../nbs/04_scoring.ipynb #d1e204fe
 def _merge_shards(d: Path, n_shards: int, offsets: np.ndarray, key: dict, extra: dict) -> None:
     loss = np.concatenate([np.load(d / f"shard-{k:05d}.npy") for k in range(n_shards)])
     if len(loss) != offsets[-1]: raise RuntimeError(f"{d}: merged {len(loss)} losses, expected {offsets[-1]}")
@@ -187,7 +187,7 @@ def _merge_shards(d: Path, n_shards: int, offsets: np.ndarray, key: dict, extra:
     for k in range(n_shards): (d / f"shard-{k:05d}.npy").unlink(); (d / f"shard-{k:05d}.json").unlink()
     for stale in d.glob(".*.tmp"): stale.unlink()  # half-written files of killed runs (every process has finished by now)
 
-# %% ../nbs/04_scoring.ipynb #8208d118
+# %% ../nbs/04_scoring.ipynb #9b11be66
 def check_vocab_covers(model, sft):
     "Raise if the data hold token ids the model has no embedding for (data tokenized for another model)."
     rows = model.get_input_embeddings().weight.shape[0]
@@ -195,17 +195,17 @@ def check_vocab_covers(model, sft):
     if top >= rows: raise BadInput(f"the data hold token id {top} but the model embeds only {rows} tokens: "
                                      "tokenize with this model's tokenizer")
 
-
+# %% ../nbs/04_scoring.ipynb #925d32f6
 def score_dtype(cfg) -> str:
     "The dtype a model is loaded in for scoring: `score.dtype`, or `model.dtype` when that is auto."
     return cfg.score.dtype if cfg.score.dtype != "auto" else cfg.model.dtype
 
-
+# %% ../nbs/04_scoring.ipynb #04cc0fd1
 def score_kwargs(score_cfg) -> dict:
     "The `score_dataset` keyword arguments of a `ScoreCfg` (its dtype is applied when the model is loaded)."
     return {k: getattr(score_cfg, k) for k in ("batch_size", "max_batch_tokens", "shard_size", "cache_dir")}
 
-
+# %% ../nbs/04_scoring.ipynb #9429acaf
 def process_state():
     "accelerate's view of the processes: rank, count, device, barrier (timeout: `$TOKCLEAN_PG_TIMEOUT_S` seconds, if set)."
     from accelerate import PartialState
@@ -230,17 +230,17 @@ class FolderLocks:
 
     def close(self): self.file.close()  # closing releases every lock this process holds on the file
 
-# %% ../nbs/04_scoring.ipynb #2ac44a0b
+# %% ../nbs/04_scoring.ipynb #b93b3a85
 def finished_scores(d: Path) -> Scores | None:
     "The complete scores in `d`, or None; a damaged entry is removed, never used. Call it holding the folder lock: one process repairs."
     if not (d / "manifest.json").exists(): return None
     try: return load_scores(d)
     except (ValueError, KeyError): (d / "manifest.json").unlink(); return None  # corrupted: recompute
 
-
+# %% ../nbs/04_scoring.ipynb #4182cab4
 def _shard_rows(ds, k: int, shard_size: int) -> list: return [ds[i] for i in range(k * shard_size, min((k + 1) * shard_size, len(ds)))]
 
-
+# %% ../nbs/04_scoring.ipynb #9c064355
 def _score_shard(model, d: Path, k: int, rows: list, batch_size: int, max_batch_tokens: int):
     sha = save_npy(d / f"shard-{k:05d}.npy", score_rows(model, rows, batch_size, max_batch_tokens))
     write_json(d / f"shard-{k:05d}.json", {"n": int(sum(r["n_response"] for r in rows)), "sha256": sha})

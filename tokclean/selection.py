@@ -18,7 +18,7 @@ __all__ = ['METHODS', 'token_scores', 'check_finite', 'Threshold', 'top_k', 'app
            'select_threshold', 'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample',
            'selection_stats', 'Method', 'needs_reference', 'check_selection', 'select', 'select_kwargs']
 
-# %% ../nbs/05_selection.ipynb #47ef234a
+# %% ../nbs/05_selection.ipynb #cf36a4bb
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
     "score = loss_base - loss_ref, float64 (N,), after checking the two arrays describe the same tokens."
     if loss_base.shape != loss_ref.shape:
@@ -28,7 +28,7 @@ def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
     check_finite(score, "score")
     return score
 
-
+# %% ../nbs/05_selection.ipynb #b60f1f1c
 def check_finite(x: np.ndarray, name: str, chunk: int = 1 << 20):
     "Raise if `x` holds NaN or inf, saying how many and where the first one is (chunk by chunk: no (N,) temporary)."
     bad = [(i, b) for i, b in ((i, ~np.isfinite(x[i : i + chunk])) for i in range(0, len(x), chunk)) if b.any()]
@@ -84,22 +84,22 @@ def top_k_difference(a: np.ndarray, b: np.ndarray, k: float) -> tuple[np.ndarray
     cut = exact[chosen[-1]] if len(chosen) else float(v)
     return keep, Threshold(float(cut), int(np.count_nonzero(exact[chosen] == cut)))
 
-# %% ../nbs/05_selection.ipynb #d517b815
+# %% ../nbs/05_selection.ipynb #172b6c06
 def array_chunks(x, size: int = 1 << 20) -> Callable[[], Iterable[np.ndarray]]:
     "A re-iterable stream of views of an array (or of a memmap)."
     return lambda: (x[i : i + size] for i in range(0, len(x), size))
 
-
+# %% ../nbs/05_selection.ipynb #3842d684
 def score_chunks(loss_base: np.ndarray, loss_ref: np.ndarray, chunk: int = 1 << 20):
     "The scores as a re-iterable stream of float64 chunks, computed on the fly: no (N,) float64 array is ever held."
     return lambda: (loss_base[i : i + chunk].astype(np.float64) - loss_ref[i : i + chunk] for i in range(0, len(loss_base), chunk))
 
-# %% ../nbs/05_selection.ipynb #36017596
+# %% ../nbs/05_selection.ipynb #a54c23b3
 def _bins(c: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
     "Equal-width bin of each value of `c` in [lo, hi]. Monotone in the value, so every bin holds an interval of values."
     return np.minimum(((c - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
 
-
+# %% ../nbs/05_selection.ipynb #5adfbf14
 def _window(stream, lo: float, hi: float, bins: int = 0, j: int = 0) -> tuple[int, float, float]:
     "Count, min and max of the values in [lo, hi] (and, with `bins`, in bin `j` of that range): one pass."
     n, wlo, whi = 0, np.inf, -np.inf
@@ -130,7 +130,7 @@ def top_k_threshold(stream: Callable[[], Iterable[np.ndarray]], m: int, bins: in
     v = np.partition(cand, len(cand) - r)[len(cand) - r]  # the r-th largest candidate
     return Threshold(float(v), r - int(np.count_nonzero(cand > v)), 0, passes + 1)
 
-# %% ../nbs/05_selection.ipynb #1a73206c
+# %% ../nbs/05_selection.ipynb #c82a4b74
 def keep_from_threshold(stream, th: Threshold, n: int) -> np.ndarray:
     "The keep mask (n,) of a threshold: values above it, then the earliest values equal to it (stream order)."
     keep, at, ties = np.empty(n, dtype=bool), 0, th.ties
@@ -143,7 +143,7 @@ def keep_from_threshold(stream, th: Threshold, n: int) -> np.ndarray:
         at += len(c)
     return keep
 
-
+# %% ../nbs/05_selection.ipynb #4992f337
 def top_k_stream(stream, n: int, k: float) -> tuple[np.ndarray, Threshold]:
     "Keep the top `int(n * k)` values of a stream of `n` values (data on disk); ties go to the earlier one."
     m = int(n * k)
@@ -151,12 +151,12 @@ def top_k_stream(stream, n: int, k: float) -> tuple[np.ndarray, Threshold]:
     th = top_k_threshold(stream, m)
     return keep_from_threshold(stream, th, n), th
 
-# %% ../nbs/05_selection.ipynb #cb117057
+# %% ../nbs/05_selection.ipynb #32c060d0
 def sample_ids(offsets: np.ndarray) -> np.ndarray:
     "The sample index of every token (N,), int32."
     return np.repeat(np.arange(len(offsets) - 1, dtype=np.int32), np.diff(offsets))
 
-
+# %% ../nbs/05_selection.ipynb #abea9f30
 def select_sample(score: np.ndarray, offsets: np.ndarray, k: float) -> np.ndarray:
     "Keep the top `int(n_i * k)` scores within each sample; ties go to the earlier position."
     sid = sample_ids(offsets)
@@ -167,12 +167,12 @@ def select_sample(score: np.ndarray, offsets: np.ndarray, k: float) -> np.ndarra
     keep[order[rank < quota[sid[order]]]] = True
     return keep
 
-# %% ../nbs/05_selection.ipynb #ef18fa44
+# %% ../nbs/05_selection.ipynb #1030ee2d
 def select_threshold(score: np.ndarray, tau: float) -> np.ndarray:
     "Keep every token whose score is at least `tau`."
     return score >= tau
 
-
+# %% ../nbs/05_selection.ipynb #c9f74f4d
 def select_random(n: int, k: float, seed: int = 42) -> np.ndarray:
     "Keep `int(n * k)` tokens drawn uniformly without replacement, seeded."
     keep = np.zeros(n, dtype=bool)
@@ -185,7 +185,7 @@ def soft_weights(score: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = (score - score.mean()) / (score.std() + 1e-12)
     return (1.0 / (1.0 + np.exp(-z / temperature))).astype(np.float32)
 
-# %% ../nbs/05_selection.ipynb #04403fe2
+# %% ../nbs/05_selection.ipynb #1f4bde21
 @dataclass
 class SelectionStats:
     "What a selection kept."
@@ -204,7 +204,7 @@ class SelectionStats:
     @property
     def kept_fraction(self) -> float: return self.n_kept / max(self.n_tokens, 1)
 
-
+# %% ../nbs/05_selection.ipynb #d01980ff
 @dataclass
 class Selection:
     "A keep mask (N,) over the flat response tokens, optional soft weights (N,), and statistics."
@@ -239,7 +239,7 @@ def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Thre
                           int(((kept == n) & (n > 0)).sum()), {**q, "mean": round(float(frac.mean()), 4) if len(frac) else None},
                           per_source, None if th is None else th.value, 0 if th is None else th.rank_error)
 
-# %% ../nbs/05_selection.ipynb #1e67085b
+# %% ../nbs/05_selection.ipynb #70cce805
 @dataclass(frozen=True)
 class Method:
     "A selection method: how it keeps tokens, and which models' losses it reads."
@@ -247,23 +247,29 @@ class Method:
     needs_base: bool  # reads the base model's losses
     needs_ref: bool  # reads the reference's too: it ranks by score = loss_base - loss_ref
 
-
+# %% ../nbs/05_selection.ipynb #ff8572c6
 def _on_disk(x) -> bool: return isinstance(x, np.memmap)  # a pool read from disk is streamed, never loaded whole
 
-
+# %% ../nbs/05_selection.ipynb #3513fa54
 def _global(loss_base, loss_ref, offsets, k, tau, seed):
     if _on_disk(loss_base): return top_k_stream(score_chunks(loss_base, loss_ref), len(loss_base), k)
     return top_k_difference(loss_base, loss_ref, k)
 
-
+# %% ../nbs/05_selection.ipynb #a060cf8c
 def _high_ppl(loss_base, loss_ref, offsets, k, tau, seed):
     if _on_disk(loss_base): return top_k_stream(array_chunks(loss_base), len(loss_base), k)
     return top_k(loss_base, k)
 
-
+# %% ../nbs/05_selection.ipynb #4278f87b
 def _sample(loss_base, loss_ref, offsets, k, tau, seed): return select_sample(token_scores(loss_base, loss_ref), offsets, k), None
+
+# %% ../nbs/05_selection.ipynb #f213d007
 def _threshold(loss_base, loss_ref, offsets, k, tau, seed): return select_threshold(token_scores(loss_base, loss_ref), tau), None
+
+# %% ../nbs/05_selection.ipynb #924f1219
 def _random(loss_base, loss_ref, offsets, k, tau, seed): return select_random(len(loss_base), k, seed), None
+
+# %% ../nbs/05_selection.ipynb #74cfaf1b
 def _full(loss_base, loss_ref, offsets, k, tau, seed): return np.ones(len(loss_base), dtype=bool), None
 
 # %% ../nbs/05_selection.ipynb #4302b22d
@@ -281,14 +287,14 @@ def needs_reference(method: str, weighting: str = "hard") -> bool:
     "Whether `select` needs reference losses for `method` with `weighting` (soft weights come from the score)."
     return (method in METHODS and METHODS[method].needs_ref) or weighting == "soft"
 
-# %% ../nbs/05_selection.ipynb #84af2578
+# %% ../nbs/05_selection.ipynb #96b533f4
 def _at_least_one(n: int) -> float:
     "The smallest k of two significant digits with int(n * k) >= 1."
     if n <= 0: return 1.0
     e = 1 - math.floor(math.log10(1 / n))  # a scale with two digits of 1/n before the point
     return math.ceil(10**e / n) / 10**e
 
-
+# %% ../nbs/05_selection.ipynb #6fb094ad
 def check_selection(st: SelectionStats, tau: float = 0.0) -> str | None:
     "Raise if a selection keeps no token; return a warning when most samples keep none, else None."
     knob = f"select.tau={tau}" if st.method == "threshold" else f"select.k={st.k}"

@@ -134,13 +134,13 @@ def grad_accum_for(global_batch: int, batch_size: int, processes: int, grad_accu
                          f"{batch_size} x {processes}; change one of them")
     return global_batch // per_pass
 
-# %% ../nbs/06_training.ipynb #16259be8
+# %% ../nbs/06_training.ipynb #1332f4bc
 def train_columns(dataset) -> object:
     "The columns training reads: `input_ids`, `labels` and (soft selection) `weights`, plus `row`, each sample's position."
     keep = [c for c in ("input_ids", "labels", "weights") if c in dataset.column_names]
     return dataset.select_columns(keep).add_column("row", list(range(len(dataset))))
 
-
+# %% ../nbs/06_training.ipynb #a4d5d400
 def collate_rows(rows: list[dict]) -> dict:
     "`collate`'s batch plus `row` (B,): the positions of its samples, which the step log records."
     return {**collate(rows), "row": torch.tensor([r["row"] for r in rows])}
@@ -154,7 +154,7 @@ def _merge_adapter(peft_model, path: str, adapter_tmp: Path, **load_kw):
     base, _ = load_model(path, dtype="float32", device="cpu", **load_kw)
     return PeftModel.from_pretrained(base, adapter_tmp).merge_and_unload()
 
-# %% ../nbs/06_training.ipynb #f950bdc4
+# %% ../nbs/06_training.ipynb #e068ea4c
 def _complete(ckpt: Path) -> bool:
     "Whether the Trainer finished writing checkpoint `ckpt`: its state file (written last) parses and names its step."
     try: state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -162,7 +162,7 @@ def _complete(ckpt: Path) -> bool:
     files = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
     return state.get("global_step") == int(ckpt.name.split("-")[1]) and all((ckpt / f).exists() for f in files)
 
-
+# %% ../nbs/06_training.ipynb #952e1160
 def last_checkpoint(folder, remove: bool = True) -> Path | None:
     "The newest whole `checkpoint-N` in `folder`, or None; half-written newer ones are removed (with `remove`)."
     found = [p for p in Path(folder).glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
@@ -171,7 +171,7 @@ def last_checkpoint(folder, remove: bool = True) -> Path | None:
         if remove: shutil.rmtree(ckpt, ignore_errors=True)
     return None
 
-# %% ../nbs/06_training.ipynb #8b733376
+# %% ../nbs/06_training.ipynb #f9aa59b2
 def train_key(path: str, data, **settings) -> str:
     "SHA-256 of what a training run depends on: the start model's name, the data's columns and the settings."
     import pyarrow.compute as pc
@@ -183,7 +183,7 @@ def train_key(path: str, data, **settings) -> str:
         for part in parts: h.update(name.encode() + part.to_numpy(zero_copy_only=False).tobytes())
     return h.hexdigest()
 
-
+# %% ../nbs/06_training.ipynb #370ced05
 def _resume_point(folder: Path, key: str, main: bool) -> Path | None:
     "The checkpoint to resume from in `folder` (None: start afresh), after checking it belongs to this training."
     marker = folder / "training.json"
@@ -193,7 +193,7 @@ def _resume_point(folder: Path, key: str, main: bool) -> Path | None:
     if main and not marker.exists(): write_json(marker, {"key": key})
     return last_checkpoint(folder, remove=main)
 
-
+# %% ../nbs/06_training.ipynb #9f0dccb8
 class Interrupted(KeyboardInterrupt):
     "Ctrl-C during training, with the optimiser step it came in (1-based)."
     def __init__(self, step: int):
