@@ -127,6 +127,14 @@ def run_args(kind: str, tmp: Path) -> list:
     return pipeline_args(tmp) + ["--set", "data.limit=120", "--set", "train.save_steps=1"]  # the later data.limit wins: fewer rows, more trials in the time
 
 
+def kill_group(proc) -> bool:
+    "SIGKILL the run's whole process group unless it has exited; True if it had exited by itself."
+    exited = proc.poll() is not None
+    if not exited: os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return exited
+
+
 def train_trial(tmp: Path, at: tuple, fraction: float, n_steps: dict) -> dict:
     "Launch, wait until training reaches checkpoint `at` = (stage, step), sleep `fraction` of this run's last step, SIGKILL, note where, resume."
     args = run_args("train", tmp)
@@ -138,9 +146,7 @@ def train_trial(tmp: Path, at: tuple, fraction: float, n_steps: dict) -> dict:
     step_s = now - seen.get((at[0], at[1] - 1), now)  # this run's own pace: the time from checkpoint N-1 to N
     wait_s = fraction * step_s
     time.sleep(wait_s)
-    exited = proc.poll() is not None
-    if not exited: os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    exited = kill_group(proc)
     stage, step = train_position(tmp)
     name = list(TRAIN_STAGES)[stage]
     mf = tmp / "tiny-fixed-s42" / "manifest.json"
@@ -172,9 +178,7 @@ def trial(kind: str, tmp: Path, level: int, wait_s: float) -> dict:
     proc = tokclean(args, wait=False)
     while progress(kind, tmp) < level and proc.poll() is None: time.sleep(0.002)
     time.sleep(wait_s)
-    exited = proc.poll() is not None
-    if not exited: os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    exited = kill_group(proc)
     if kind == "score":
         complete = any(tmp.glob("*/manifest.json"))
         where = "merged" if complete else f"{progress(kind, tmp)} shards done"
