@@ -7,6 +7,7 @@ losses, which must agree between variants (the same training, differently batche
 
     python benchmarks/m1_demo_memory.py                       # before (batch 8 x 1) vs after (the preset now)
     python benchmarks/m1_demo_memory.py --variants after      # one variant only
+    python benchmarks/m1_demo_memory.py --parallel            # the variants at the same time: the same machine load for each
 
 Each finished variant is written to the results at once and skipped by the next call (`--force` runs it again), so an
 interrupted benchmark resumes. The load average before and after each variant says how busy the machine was.
@@ -71,15 +72,23 @@ if __name__ == "__main__":
     ap.add_argument("--variants", default="before,after")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "m1_demo_memory"))
     ap.add_argument("--force", action="store_true", help="run the variants again even if the results hold them")
+    ap.add_argument("--parallel", action="store_true", help="run the variants at the same time, so that each sees the same load")
     args = ap.parse_args()
     saved = Path(args.out + ".json")
     results = json.loads(saved.read_text()) if saved.exists() and not args.force else {}
-    for name in args.variants.split(","):
-        if name in results and results[name]["overrides"] == VARIANTS[name]: print(f"{name}: measured before, kept"); continue
-        with tempfile.TemporaryDirectory() as tmp:
-            results[name] = run_variant(name, VARIANTS[name], Path(tmp))
-        saved.write_text(json.dumps(results, indent=1) + "\n")
+    todo = [n for n in args.variants.split(",") if not (n in results and results[n]["overrides"] == VARIANTS[n])]
+
+    def measure(name: str):
+        with tempfile.TemporaryDirectory() as tmp: results[name] = {**run_variant(name, VARIANTS[name], Path(tmp)), "parallel": args.parallel}
+        saved.write_text(json.dumps(results, indent=1) + "\n")  # each variant as it finishes: a rerun skips it
         print(name, results[name], flush=True)
+
+    if args.parallel:
+        threads = [threading.Thread(target=measure, args=(n,)) for n in todo]
+        for t in threads: t.start()
+        for t in threads: t.join()
+    else:
+        for name in todo: measure(name)
     text = table(results)
     if {"before", "after"} <= set(results):
         b, a = results["before"], results["after"]
