@@ -21,11 +21,16 @@ def msgs(*pairs):
     return json.dumps({"messages": [{"role": r, "content": c} for r, c in pairs]})
 
 
+def share(*pairs):
+    "A ShareGPT row of (from, value) turns."
+    return json.dumps({"conversations": [{"from": f, "value": v} for f, v in pairs]})
+
+
 # name -> (file name, file content (str or bytes), expected substring of the error)
 DATA_CASES = {
     "malformed JSON line": ("a.jsonl", json.dumps(OK) + '\n{"messages": [\n', "a.jsonl:2: invalid JSON"),
     "missing field": ("a.jsonl", '{"instruction": "Add 2 and 3"}\n', "a.jsonl:1: missing field 'output'"),
-    "unknown format": ("a.jsonl", '{"text": "just text"}\n', "a.jsonl:1: cannot tell the format from the fields ['text']"),
+    "unknown format": ("a.jsonl", '{"body": "just text"}\n', "a.jsonl:1: cannot tell the format from the fields ['body']: it has none of"),
     "missing alpaca output": ("a.jsonl", json.dumps({"instruction": "x", "output": "y"}) + '\n{"instruction": "z"}\n',
                               "a.jsonl:2: missing field 'output'"),
     "non-string content": ("a.jsonl", msgs(("user", 5), ("assistant", "x")), "a.jsonl:1: messages[0].content must be a string, got int"),
@@ -48,8 +53,28 @@ DATA_CASES = {
                      "a.jsonl:2: id 'r1' is already used at"),
     "truncated last JSON line": ("a.jsonl", json.dumps(OK) + '\n{"messages": [{"role": "user", "con',
                                  "a.jsonl:2: invalid JSON: the file ends mid-record (after column 35"),
-    "mixed formats": ("a.jsonl", json.dumps(OK) + "\n" + json.dumps({"instruction": "x", "output": "y"}) + "\n",
-                      "a.jsonl:2: the file mixes formats: line 1 was messages and this row is alpaca; split it into one file per format"),
+    "a row of no format in a mixed file": ("a.jsonl", json.dumps(OK) + "\n" + share(("human", "Hi"), ("gpt", "Hello")) + "\n"
+                                           + json.dumps({"conversation": [{"from": "human", "value": "Hi"}]}) + "\n",
+                                           "a.jsonl:3: cannot tell the format from the fields ['conversation'] (the rows before it: "
+                                           "messages 1, sharegpt 1): it has none of messages, conversations, prompt"),
+    "ShareGPT unknown role": ("a.jsonl", share(("human", "Hi"), ("robot", "Hello")),
+                              "a.jsonl:1: conversations[1].from='robot'; use one of human, user, gpt, assistant, chatgpt, bing, bard, system"),
+    "ShareGPT tool turn": ("a.jsonl", share(("human", "Weather?"), ("function_call", '{"name": "weather"}')),
+                           "a.jsonl:1: conversations[1].from='function_call'; use one of human, user"),
+    "ShareGPT turn without value": ("a.jsonl", json.dumps({"conversations": [{"from": "human"}]}),
+                                    "a.jsonl:1: conversations[0] needs both 'from' and 'value'"),
+    "ShareGPT turns of role/content": ("a.jsonl", json.dumps({"conversations": OK["messages"]}),
+                                       "a.jsonl:1: conversations[0] needs both 'from' and 'value'; a list of role/content messages goes in a 'messages' field"),
+    "ShareGPT empty answer": ("a.jsonl", share(("human", "Hi"), ("gpt", "")), "a.jsonl:1: conversations[1] is an empty gpt turn"),
+    "ShareGPT non-string value": ("a.jsonl", share(("human", "Hi"), ("gpt", ["Hello"])), "a.jsonl:1: conversations[1].value must be a string, got list"),
+    "ShareGPT conversations not a list": ("a.jsonl", json.dumps({"conversations": "Hi"}), "a.jsonl:1: field 'conversations' must be list, got str"),
+    "ShareGPT answers only": ("a.jsonl", share(("gpt", "…and the rest of it.")), "a.jsonl:1: the conversation has no assistant turn to train on"),
+    "text without the response marker": ("a.jsonl", '{"text": "just text"}\n',
+                                         "a.jsonl:1: the text has no response marker '### Response:'; set data.response_template to the "
+                                         "text that ends the prompt in your rows"),
+    "text with nothing after the marker": ("a.jsonl", json.dumps({"text": "### Instruction:\nAdd 2 and 3.\n\n### Response:\n"}),
+                                           "a.jsonl:1: nothing follows the last response marker '### Response:'"),
+    "text not a string": ("a.jsonl", json.dumps({"text": ["### Response:", "5"]}), "a.jsonl:1: field 'text' must be str, got list"),
 }
 
 
@@ -137,6 +162,20 @@ def test_more_data_edge_cases(tmp_path):
     assert load_sft(f, tok, template="chat", on_bad="skip").report.skipped == {"template": 1}
     with pytest.raises(DataError, match="starts_with_answer.jsonl:1: the chat template cannot render"):
         load_sft(f, tok, template="chat")
+
+
+def test_mixed_formats_are_read_row_by_row(tmp_path):
+    "Under data.format=auto each row is read in its own format and the report counts them; an explicit format reads every row in it."
+    f = tmp_path / "mixed.jsonl"
+    rows = [json.dumps(OK), share(("human", "Hi"), ("gpt", "Hello")), json.dumps({"text": "### Instruction:\nHi\n\n### Response:\nHello"}),
+            json.dumps({"instruction": "Hi", "output": "Hello"}), share(("system", "Be brief."), ("user", "Hi"), ("chatgpt", "Hello"))]
+    f.write_text("\n".join(rows) + "\n")
+    r = load_sft(f, tiny_tokenizer()).report
+    assert (r.samples, r.format, r.formats) == (5, "mixed (sharegpt 2, alpaca 1, messages 1, text 1)",
+                                                {"messages": 1, "sharegpt": 2, "text": 1, "alpaca": 1})
+    assert "(mixed (sharegpt 2, alpaca 1, messages 1, text 1))" in str(r)
+    with pytest.raises(DataError, match="mixed.jsonl:2: missing field 'messages'"): load_sft(f, tiny_tokenizer(), format="messages")
+    assert load_sft(f, tiny_tokenizer(), format="sharegpt", on_bad="skip").report.formats == {"sharegpt": 2}
 
 
 def test_prompt_turns_are_not_trained(tmp_path):

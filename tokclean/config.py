@@ -20,10 +20,10 @@ __all__ = ['WEIGHTINGS', 'TEMPLATES', 'FORMATS', 'DTYPES', 'QUANTS', 'SUITES', '
            'to_dict', 'flat_keys', 'parse_overrides', 'with_overrides', 'preset', 'save_config', 'read_config_file',
            'load_config', 'get_config', 'describe']
 
-# %% ../nbs/00_config.ipynb #54e21f9e
+# %% ../nbs/00_config.ipynb #7ea43c91
 WEIGHTINGS = ("hard", "soft")  # hard: keep/drop mask; soft: per-token weights from the score
 TEMPLATES = ("tulu", "chat")  # tulu: the paper's <|user|>/<|assistant|> text; chat: the tokenizer's own template
-FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "oasst", "flan_cot")
+FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "oasst", "flan_cot", "sharegpt", "text")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTS = ("4bit", "8bit")
 SUITES = ("paper", "standard", "quick")
@@ -89,7 +89,7 @@ class ModelCfg:
         _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "model", "device", self.device,
                  "must be auto, cpu, cuda or cuda:N")
 
-# %% ../nbs/00_config.ipynb #72cb94bb
+# %% ../nbs/00_config.ipynb #a212ae53
 @dataclass(frozen=True)
 class DataCfg:
     "Where the SFT data come from and how they become tokens."
@@ -97,7 +97,7 @@ class DataCfg:
     warmup: str | None = None  # high-quality warm-up set for the reference; None: the first chunk of `pool`
     heldout: str | None = None  # held-out SFT data whose response loss measures each model (any spec; `name[a:b]` slices samples)
     split: str = "train"  # split of a hub dataset or a DatasetDict directory
-    format: str = "auto"  # row format; auto detects it from the fields
+    format: str = "auto"  # row format; auto detects each row's from its fields (a file may mix formats)
     template: str = "tulu"  # how conversations become text
     max_len: int = 2048  # tokens per sample (prompt + response), right-truncated
     limit: int | None = None  # read only the first `limit` samples (None: all)
@@ -106,11 +106,18 @@ class DataCfg:
     shuffle: bool = False  # the paper keeps file order for scoring, chunking and training
     turn_end: str = "eos"  # eos: label each answer + EOS; eos_newline: also the "\n" after a non-final answer's EOS (official encoder)
     prompt_labels: bool = False  # label prompt tokens too: they are scored, compete in the selection, train when kept (ablation)
+    response_template: str = "### Response:"  # `text` rows: the marker that ends the prompt (Alpaca's); the answer follows it
+    instruction_template: str | None = None  # `text` rows: the marker that opens each user turn, to train every answer of a multi-turn text
 
     def __post_init__(self):
+        _require(isinstance(self.response_template, str) and bool(self.response_template.strip()), "data", "response_template",
+                 self.response_template, "give the text that ends the prompt of a `text` row, e.g. '### Response:' (quoted in YAML)")
         _check_types(self)
         _require(bool(self.pool.strip()), "data", "pool", self.pool, "give a file, a directory, a hub id or an alias")
         _one_of("data", "format", self.format, FORMATS)
+        _require(self.instruction_template is None or (bool(self.instruction_template.strip()) and self.instruction_template
+                 != self.response_template), "data", "instruction_template", self.instruction_template,
+                 "give the text that opens each user turn of a `text` row (not the response marker), or none")
         _one_of("data", "template", self.template, TEMPLATES)
         _require(self.max_len > 0, "data", "max_len", self.max_len, "must be a positive number of tokens")
         _require(self.limit is None or self.limit > 0, "data", "limit", self.limit, "must be positive or none")
