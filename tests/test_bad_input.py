@@ -123,6 +123,13 @@ CONFIG_CASES = {
     "no equals sign": (["train.lr"], "write it as section.field=value"),
     "unknown quant": (["model.quant=3bit"], "model.quant='3bit': must be none, 4bit or 8bit"),
     "unknown template": (["data.template=alpaca"], "data.template='alpaca': must be one of tulu, chat"),
+    "unknown token weighting": (["train.token_weighting=focal"], "train.token_weighting='focal': must be one of none, dft"),
+    "negative forget_lambda": (["train.forget_lambda=-0.25"], "train.forget_lambda=-0.25: must be >= 0"),
+    "unknown forget ramp": (["train.forget_ramp=cosine"], "train.forget_ramp='cosine': must be one of linear, constant"),
+    "soft weights on prift": (["select.method=prift", "select.weighting=soft"], "select.method=prift trains with weights of its own"),
+    "soft weights on the forgetting pipeline": (["run.pipeline=forgetting", "select.weighting=soft"],
+                                                "run.pipeline=forgetting trains with weights of its own"),
+    "dft with forgetting": (["run.pipeline=forgetting", "train.token_weighting=dft"], "DFT weights on forgotten tokens"),
 }
 
 

@@ -12,7 +12,7 @@ from tokclean.pipeline import digest
 from conftest import run_cli as run, tool
 
 
-@pytest.mark.parametrize("pipeline", ["warmup", "full", "random", "high-ppl", "rho"])
+@pytest.mark.parametrize("pipeline", ["warmup", "full", "random", "high-ppl", "rho", "forgetting", "prift"])
 def test_every_pipeline_runs(tmp_path, pipeline):
     m = run(tmp_path, pipeline)
     assert Path(m["final_model"], "model.safetensors").exists()
@@ -21,11 +21,24 @@ def test_every_pipeline_runs(tmp_path, pipeline):
     assert {"truncated", "response_cut", "no_labels", "skipped"} <= set(report)
     if pipeline != "warmup":
         st = m["stages"][f"{pipeline}/select"]["stats"]
-        assert st["method"] == {"full": "full", "random": "random", "high-ppl": "high-ppl", "rho": "sample"}[pipeline]
-        want = {"full": st["n_tokens"], "random": int(st["n_tokens"] * 0.6), "high-ppl": int(st["n_tokens"] * 0.6)}
+        assert st["method"] == {"full": "full", "random": "random", "high-ppl": "high-ppl", "rho": "sample"}.get(pipeline, pipeline)
+        want = {"full": st["n_tokens"], "random": int(st["n_tokens"] * 0.6), "high-ppl": int(st["n_tokens"] * 0.6),
+                "forgetting": int(st["n_tokens"] * 0.6), "prift": st["n_tokens"]}
         assert st["n_kept"] == want[pipeline] if pipeline in want else 0 < st["n_kept"] <= int(st["n_tokens"] * 0.6)
         assert m["stages"][f"{pipeline}/train"]["kept_tokens"] == st["n_kept"]
+        if pipeline == "forgetting":  # the dropped tokens keep their labels, counted apart, and λ climbs from 0 by 0.25 / steps a step
+            assert m["stages"]["forgetting/train"]["forgotten_tokens"] == int(st["n_tokens"] * 0.4)
+            log = json.loads((Path(m["final_model"]) / "train_log.json").read_text())["log"]
+            assert [round(e["forget_lambda"], 12) for e in log] == [round(0.25 * s / len(log), 12) for s in range(len(log))]
         assert 0 <= st["samples_none_kept"] <= st["n_samples"] and len(m["stages"][f"{pipeline}/select"]["keep_sha256"]) == 64
+
+
+def test_dft_trains_any_pipeline(tmp_path):
+    "DFT is a training loss, not a selection: `full` with it is DFT as published, and needs no reference."
+    m = run(tmp_path, "full", "--set", "train.token_weighting=dft")
+    assert "reference" not in m["stages"] and "warmup/train" not in m["stages"]
+    log = json.loads((Path(m["final_model"]) / "train_log.json").read_text())
+    assert log["token_weighting"] == "dft" and log["log"][0]["loss"] < 0.05  # Σ p · CE / N, p about 1/512 on the random tiny model
 
 
 def weights(m) -> str:

@@ -15,24 +15,26 @@ from .selection import METHODS  # the selection methods: numpy only, and it impo
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'TEMPLATES', 'FORMATS', 'DTYPES', 'QUANTS', 'SUITES', 'PIPELINES', 'WARMUP_MODES', 'TURN_ENDS',
-           'TYDIQA_STOPS', 'SE_SCORINGS', 'LOSS_NORMS', 'PAPER_TASKS', 'LORA_TARGETS', 'HF_NAMES', 'PRESETS',
-           'ConfigError', 'ModelCfg', 'DataCfg', 'ScoreCfg', 'SelectCfg', 'TrainCfg', 'EvalCfg', 'RunCfg', 'Config',
-           'to_dict', 'flat_keys', 'parse_overrides', 'with_overrides', 'preset', 'save_config', 'read_config_file',
-           'load_config', 'get_config', 'describe']
+           'TYDIQA_STOPS', 'SE_SCORINGS', 'LOSS_NORMS', 'TOKEN_WEIGHTINGS', 'FORGET_RAMPS', 'PAPER_TASKS',
+           'LORA_TARGETS', 'HF_NAMES', 'PRESETS', 'ConfigError', 'ModelCfg', 'DataCfg', 'ScoreCfg', 'SelectCfg',
+           'TrainCfg', 'EvalCfg', 'RunCfg', 'Config', 'to_dict', 'flat_keys', 'parse_overrides', 'with_overrides',
+           'preset', 'save_config', 'read_config_file', 'load_config', 'get_config', 'describe']
 
-# %% ../nbs/00_config.ipynb #7ea43c91
+# %% ../nbs/00_config.ipynb #94dfe675
 WEIGHTINGS = ("hard", "soft")  # hard: keep/drop mask; soft: per-token weights from the score
 TEMPLATES = ("tulu", "chat")  # tulu: the paper's <|user|>/<|assistant|> text; chat: the tokenizer's own template
 FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "oasst", "flan_cot", "sharegpt", "text")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTS = ("4bit", "8bit")
 SUITES = ("paper", "standard", "quick")
-PIPELINES = ("warmup", "fixed", "self-evolving", "full", "random", "rho", "high-ppl")
+PIPELINES = ("warmup", "fixed", "self-evolving", "full", "random", "rho", "high-ppl", "forgetting", "prift")
 WARMUP_MODES = ("external", "first_chunk")
 TURN_ENDS = ("eos", "eos_newline")  # what ends a labelled assistant turn: its EOS, or (official encoder) EOS + the newline after it
 TYDIQA_STOPS = ("token", "text")  # token: stop when the generated token is the newline token (open-instruct); text: cut at "\n"
 SE_SCORINGS = ("base", "previous")  # self-evolving scoring pair: base θ0 vs latest (paper), or the previous model vs latest
 LOSS_NORMS = ("micro_batch", "step")  # micro_batch: HF mean per micro-batch (paper); step: mean over the optimiser step
+TOKEN_WEIGHTINGS = ("none", "dft")  # training-time weights: none, or DFT's detached probability under the model being trained
+FORGET_RAMPS = ("linear", "constant")  # forgetting's λ over the steps: 0 -> train.forget_lambda (the official code), or constant
 PAPER_TASKS = ("truthfulqa_mc2", "tydiqa", "logiqa", "mmlu", "hellaswag", "arc_challenge", "boolq")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -142,11 +144,11 @@ class ScoreCfg:
             _require(getattr(self, name) > 0, "score", name, getattr(self, name), "must be positive")
         _one_of("score", "dtype", self.dtype, DTYPES)
 
-# %% ../nbs/00_config.ipynb #97609e24
+# %% ../nbs/00_config.ipynb #712aa065
 @dataclass(frozen=True)
 class SelectCfg:
     "Which response tokens keep their labels."
-    method: str = "global"  # global: top k of the dataset (the paper); sample: top k per sample (RHO); ...
+    method: str = "global"  # global: top k of the dataset (the paper); sample: top k per sample (RHO); forgetting; prift; ...
     k: float = 0.6  # kept proportion of response tokens, in (0, 1]
     tau: float = 0.0  # score threshold of the `threshold` method
     seed: int | None = None  # seed of the `random` method; None: run.seed (the official code always used 42)
@@ -158,9 +160,11 @@ class SelectCfg:
         _one_of("select", "method", self.method, METHODS)
         _require(0 < self.k <= 1, "select", "k", self.k, "the kept proportion must lie in (0, 1]")
         _one_of("select", "weighting", self.weighting, WEIGHTINGS)
+        _require(self.weighting == "hard" or METHODS[self.method].weights is None, "select", "weighting", self.weighting,
+                 f"select.method={self.method} trains with weights of its own; use hard")
         _require(self.temperature > 0, "select", "temperature", self.temperature, "must be positive")
 
-# %% ../nbs/00_config.ipynb #92e23b4a
+# %% ../nbs/00_config.ipynb #9b033f46
 @dataclass(frozen=True)
 class TrainCfg:
     "LoRA fine-tuning on the cleaned labels (the paper's recipe by default)."
@@ -181,6 +185,9 @@ class TrainCfg:
     loss_norm: str = "step"  # step: mean over all kept tokens of the optimiser step; micro_batch: the paper's per-batch mean
     shuffle: bool = False  # the paper trains in file order
     save_steps: int = 50  # optimiser steps between checkpoints of a pipeline's training stage (a killed stage resumes from the last); 0: none
+    token_weighting: str = "none"  # none, or dft: each labelled token's loss times its detached probability under the model trained
+    forget_lambda: float = 0.25  # forgetting: the weight of gradient ascent on forgotten tokens at the end of the ramp (the official 0.25)
+    forget_ramp: str = "linear"  # forgetting: linear (λ = forget_lambda x step / steps, the official code) or constant
 
     def __post_init__(self):
         _check_types(self)
@@ -196,6 +203,9 @@ class TrainCfg:
         _require(self.max_grad_norm >= 0, "train", "max_grad_norm", self.max_grad_norm, "must be >= 0")
         _require(self.save_steps >= 0, "train", "save_steps", self.save_steps, "must be >= 0 (0: no checkpoints)")
         _one_of("train", "loss_norm", self.loss_norm, LOSS_NORMS)
+        _one_of("train", "token_weighting", self.token_weighting, TOKEN_WEIGHTINGS)
+        _require(self.forget_lambda >= 0, "train", "forget_lambda", self.forget_lambda, "must be >= 0 (0: the dropped tokens are ignored)")
+        _one_of("train", "forget_ramp", self.forget_ramp, FORGET_RAMPS)
 
 # %% ../nbs/00_config.ipynb #74650ce5
 @dataclass(frozen=True)
@@ -222,12 +232,12 @@ class EvalCfg:
         _require(self.batch_size > 0, "eval", "batch_size", self.batch_size, "must be positive")
         _one_of("eval", "tydiqa_stop", self.tydiqa_stop, TYDIQA_STOPS)
 
-# %% ../nbs/00_config.ipynb #1b514aa2
+# %% ../nbs/00_config.ipynb #7723c2f8
 @dataclass(frozen=True)
 class RunCfg:
     "What to run and where its files go."
     preset: str = "paper-llama3.2-3b"  # the preset this config started from (provenance)
-    pipeline: str = "fixed"  # warmup, fixed, self-evolving, or a baseline: full, random, rho, high-ppl
+    pipeline: str = "fixed"  # warmup, fixed, self-evolving, a baseline (full, random, rho, high-ppl), or a related method: forgetting, prift
     out_dir: str = "runs"  # parent folder of run directories
     name: str | None = None  # run directory name; None: derived from preset, pipeline and seed
     seed: int = 42  # LoRA init, dropout and any shuffling
@@ -242,7 +252,7 @@ class RunCfg:
         _one_of("run", "warmup_mode", self.warmup_mode, WARMUP_MODES)
         _one_of("run", "se_scoring", self.se_scoring, SE_SCORINGS)
 
-# %% ../nbs/00_config.ipynb #ff843018
+# %% ../nbs/00_config.ipynb #e2a686ff
 @dataclass(frozen=True)
 class Config:
     "The whole configuration of a tokclean run."
@@ -259,6 +269,11 @@ class Config:
             kind = type(f.default)
             if not isinstance(getattr(self, f.name), kind):
                 raise ConfigError(f"config section {f.name!r} must be a {kind.__name__}, got {type(getattr(self, f.name)).__name__}")
+        if self.run.pipeline in ("forgetting", "prift"):  # the pipelines whose method brings its own token weights
+            _require(self.select.weighting == "hard", "select", "weighting", self.select.weighting,
+                     f"run.pipeline={self.run.pipeline} trains with weights of its own; use hard")
+        _require(self.run.pipeline != "forgetting" or self.train.token_weighting == "none", "train", "token_weighting",
+                 self.train.token_weighting, "DFT weights on forgotten tokens are defined by neither paper; use none with run.pipeline=forgetting")
 
 # %% ../nbs/00_config.ipynb #2db16d48
 def _hints(cls) -> dict:

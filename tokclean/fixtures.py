@@ -159,9 +159,10 @@ class GradCapture(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
         if self.grads is None: self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
 
-# %% ../nbs/01_fixtures.ipynb #1a78a3f3
-def first_step_grads(path: str, dataset, batch_size: int, grad_accum: int, loss_norm: str = "step", seed: int = 0, **model_kw) -> dict:
-    "The gradients of the first optimiser step of a LoRA run (no dropout), for checking the loss normalisation."
+# %% ../nbs/01_fixtures.ipynb #1ba8e35a
+def first_step_grads(path: str, dataset, batch_size: int, grad_accum: int, loss_norm: str = "step", seed: int = 0,
+                     trainer_kw: dict | None = None, **model_kw) -> dict:
+    "The gradients of the first optimiser step of a LoRA run (no dropout; `trainer_kw` to `MaskedTrainer`), for checking the loss normalisation."
     from tokclean.scoring import collate
     from tokclean.training import MaskedTrainer, lora_model, train_columns, training_args
     model, _ = lora_model(path, lora_r=4, lora_alpha=8, lora_dropout=0.0, seed=seed, grad_ckpt=False, **model_kw)
@@ -170,7 +171,7 @@ def first_step_grads(path: str, dataset, batch_size: int, grad_accum: int, loss_
         args = training_args(tmp, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, grad_ckpt=False, seed=seed, lr=1e-3)
         args.disable_tqdm = True
         MaskedTrainer(model=model, args=args, train_dataset=train_columns(dataset), data_collator=collate,
-                      loss_norm=loss_norm, callbacks=[cap]).train()
+                      loss_norm=loss_norm, callbacks=[cap], **(trainer_kw or {})).train()
     return cap.grads
 
 # %% ../nbs/01_fixtures.ipynb #900b8b46

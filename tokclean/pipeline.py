@@ -74,10 +74,10 @@ def _intact(info: dict) -> bool:
     "False when a stage saved a model whose weight files no longer match the checksum recorded with it."
     return "model_sha256" not in info or (Path(info["model"]).is_dir() and dir_sha256(info["model"]) == info["model_sha256"])
 
-# %% ../nbs/08_pipeline.ipynb #8a54e144
+# %% ../nbs/08_pipeline.ipynb #13196d1a
 def digest(info: dict) -> str:
-    "A stage's result, as a short checksum: of the checksums it recorded (weights, scores, mask, data), else of its whole record."
-    keys = [k for k in ("model_sha256", "sha256", "keep_sha256", "fingerprint") if info.get(k) is not None]
+    "A stage's result, as a short checksum: of the checksums it recorded (model, scores, mask, token weights, data), else of its whole record."
+    keys = [k for k in ("model_sha256", "sha256", "keep_sha256", "weights_sha256", "fingerprint") if info.get(k) is not None]
     body = {k: info[k] for k in keys} if keys else {k: v for k, v in info.items() if k not in ("after", "seconds", "finished")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -141,11 +141,12 @@ def chunk_record(pool: SFTData, parts: int) -> list[dict]:
         out.append({"chunk": None, "rows": [bounds[-1][1], n_rows], "samples": int((rows >= bounds[-1][1]).sum())})
     return out
 
-# %% ../nbs/08_pipeline.ipynb #de85ceca
+# %% ../nbs/08_pipeline.ipynb #6d34dbf1
 def cleaned(sft: SFTData, sel) -> object:
-    "The data set with dropped response tokens turned into -100 labels (and soft weights, if any)."
+    "The data set with dropped response tokens turned into -100 labels (forgotten ones keep theirs), and the weights, if any."
     offsets = response_offsets(sft.dataset["n_response"])
-    ds = sft.dataset.remove_columns("labels").add_column("labels", apply_keep(sft.dataset["labels"], sel.keep, offsets))
+    labelled = sel.keep if sel.weights is None else sel.keep | (sel.weights < 0)  # (N,) gradient ascent needs the label
+    ds = sft.dataset.remove_columns("labels").add_column("labels", apply_keep(sft.dataset["labels"], labelled, offsets))
     if sel.weights is not None:
         ds = ds.add_column("weights", [_spread(lab, sel.weights[offsets[i] : offsets[i + 1]]) for i, lab in enumerate(sft.dataset["labels"])])
     return ds
@@ -172,13 +173,14 @@ def _load_loss(info: dict, sft: SFTData) -> np.ndarray:
     from tokclean.scoring import load_scores
     return load_scores(info["path"], sft=sft).loss
 
-# %% ../nbs/08_pipeline.ipynb #95eb0b7b
+# %% ../nbs/08_pipeline.ipynb #2a2eec2b
 def _train(run: Run, start: str, data, out: str) -> dict:
     "Train `start` on `data` into `out`, checkpointing in the run directory (`checkpoints/<model>`) so that a killed stage resumes."
     cfg = run.cfg
     res = train(start, data, run.dir / out, seed=cfg.run.seed, model_kw=model_kwargs(cfg.model), checkpoint_dir=run.dir / "checkpoints" / Path(out).name,
                 **train_kwargs(cfg.train))
     return {"model": str(res.path), "model_sha256": dir_sha256(res.path), "start": start, "samples": len(data), "kept_tokens": res.kept_tokens,
+            **({"forgotten_tokens": res.forgotten_tokens} if res.forgotten_tokens else {}),
             "first_loss": res.log[0]["loss"] if res.log else None, "last_loss": res.log[-1]["loss"] if res.log else None,
             "steps": len(res.log)}
 
@@ -192,20 +194,21 @@ def _losses(run: Run, name: str, spec: str, sft: SFTData) -> np.ndarray:
         run.record(name, {**info, **_scores(run, spec, sft, name)})  # keeps what it used; a new checksum makes the selection stale
         return _load_loss(run.done(name), sft)
 
-# %% ../nbs/08_pipeline.ipynb #1bd1d503
+# %% ../nbs/08_pipeline.ipynb #4fb2a519
 def _select_stage(run: Run, sft: SFTData, losses: dict, method: str) -> tuple[dict, object]:
     "Select on the `losses` (N,) of `base` and `ref` that the method uses; the record and the `Selection`."
     offsets = response_offsets(sft.dataset["n_response"])
     loss_base = losses["base"] if "base" in losses else np.zeros(int(offsets[-1]), dtype=np.float32)
     sel = select(loss_base, losses.get("ref"), offsets, **{**select_kwargs(run.cfg), "method": method}, sources=sft.dataset["source"])
-    return {"stats": asdict(sel.stats), "keep_sha256": mask_sha256(sel.keep)}, sel
+    weighed = {} if sel.weights is None else {"weights_sha256": hashlib.sha256(np.asarray(sel.weights, np.float32).tobytes()).hexdigest()}
+    return {"stats": asdict(sel.stats), "keep_sha256": mask_sha256(sel.keep), **weighed}, sel
 
 # %% ../nbs/08_pipeline.ipynb #01c48989
 def mask_sha256(keep: np.ndarray) -> str:
     "SHA-256 of a keep mask (N,) packed to bits: the mask's checksum in the manifest."
     return hashlib.sha256(np.packbits(np.asarray(keep, dtype=bool)).tobytes() + str(len(keep)).encode()).hexdigest()
 
-# %% ../nbs/08_pipeline.ipynb #ea94ed78
+# %% ../nbs/08_pipeline.ipynb #1091418e
 def _clean_and_train(run: Run, sft: SFTData, start: str, out: str, tag: str, method: str, ref_spec: str | None,
                      base_spec: str | None = None) -> dict:
     """Score (as the method needs: `base_spec`, default the base, and `ref_spec`), select, and train `start` on the cleaned data.
@@ -223,14 +226,16 @@ def _clean_and_train(run: Run, sft: SFTData, start: str, out: str, tag: str, met
         if stale_because(run, f"{tag}/select", select_after) is not None:  # that scoring changed the scores: the mask is new
             stage(run, f"{tag}/select", lambda: info, after=select_after)
         recorded = run.done(f"{tag}/select")
-        if recorded["keep_sha256"] != info["keep_sha256"]:
-            raise RuntimeError(f"{run.dir}: the recomputed {tag} mask differs from the recorded one (sha256 {info['keep_sha256'][:12]} "
+        same_weights = recorded.get("weights_sha256", info.get("weights_sha256")) == info.get("weights_sha256")  # older records: none
+        if recorded["keep_sha256"] != info["keep_sha256"] or not same_weights:
+            raise RuntimeError(f"{run.dir}: the recomputed {tag} mask or weights differ from the recorded ones (sha256 {info['keep_sha256'][:12]} "
                                f"vs {recorded['keep_sha256'][:12]}); delete {run.dir} and run again")
         return _train(run, start, cleaned(sft, sel), out)
     return stage(run, f"{tag}/train", train_cleaned, after=[f"{tag}/select", *run.made_from(start)])
 
-# %% ../nbs/08_pipeline.ipynb #f20e59e7
-METHOD_OF = {"fixed": "global", "rho": "sample", "random": "random", "full": "full", "high-ppl": "high-ppl"}
+# %% ../nbs/08_pipeline.ipynb #50b6a49b
+METHOD_OF = {"fixed": "global", "rho": "sample", "random": "random", "full": "full", "high-ppl": "high-ppl",
+             "forgetting": "forgetting", "prift": "prift"}
 
 
 def load_pool(cfg: Config) -> SFTData:

@@ -16,7 +16,8 @@ from .files import BadInput
 __all__ = ['METHODS', 'token_scores', 'check_finite', 'Threshold', 'top_k', 'apply_keep', 'top_k_difference', 'array_chunks',
            'score_chunks', 'top_k_threshold', 'keep_from_threshold', 'top_k_stream', 'sample_ids', 'select_sample',
            'select_threshold', 'select_random', 'soft_weights', 'SelectionStats', 'Selection', 'kept_per_sample',
-           'selection_stats', 'Method', 'needs_reference', 'check_selection', 'select', 'select_kwargs']
+           'selection_stats', 'Method', 'forget_weights', 'base_prob_weights', 'needs_reference', 'check_selection',
+           'select', 'select_kwargs']
 
 # %% ../nbs/05_selection.ipynb #cf36a4bb
 def token_scores(loss_base: np.ndarray, loss_ref: np.ndarray) -> np.ndarray:
@@ -204,10 +205,10 @@ class SelectionStats:
     @property
     def kept_fraction(self) -> float: return self.n_kept / max(self.n_tokens, 1)
 
-# %% ../nbs/05_selection.ipynb #d01980ff
+# %% ../nbs/05_selection.ipynb #6f68a166
 @dataclass
 class Selection:
-    "A keep mask (N,) over the flat response tokens, optional soft weights (N,), and statistics."
+    "A keep mask (N,) over the flat response tokens, optional per-token weights (N,) (soft, or the method's own), and statistics."
     keep: np.ndarray
     stats: SelectionStats
     weights: np.ndarray | None = None
@@ -239,13 +240,14 @@ def selection_stats(keep, offsets, method: str, k: float, sources=None, th: Thre
                           int(((kept == n) & (n > 0)).sum()), {**q, "mean": round(float(frac.mean()), 4) if len(frac) else None},
                           per_source, None if th is None else th.value, 0 if th is None else th.rank_error)
 
-# %% ../nbs/05_selection.ipynb #70cce805
+# %% ../nbs/05_selection.ipynb #1390e207
 @dataclass(frozen=True)
 class Method:
-    "A selection method: how it keeps tokens, and which models' losses it reads."
+    "A selection method: how it keeps tokens, which models' losses it reads, and (some) the per-token weights it trains with."
     keep: Callable  # (loss_base, loss_ref, offsets, k, tau, seed) -> (keep (N,), Threshold or None)
     needs_base: bool  # reads the base model's losses
     needs_ref: bool  # reads the reference's too: it ranks by score = loss_base - loss_ref
+    weights: Callable | None = None  # (loss_base, loss_ref, keep, k) -> weights (N,) float32; a negative weight: forget the token
 
 # %% ../nbs/05_selection.ipynb #ff8572c6
 def _on_disk(x) -> bool: return isinstance(x, np.memmap)  # a pool read from disk is streamed, never loaded whole
@@ -272,7 +274,32 @@ def _random(loss_base, loss_ref, offsets, k, tau, seed): return select_random(le
 # %% ../nbs/05_selection.ipynb #74cfaf1b
 def _full(loss_base, loss_ref, offsets, k, tau, seed): return np.ones(len(loss_base), dtype=bool), None
 
-# %% ../nbs/05_selection.ipynb #4302b22d
+# %% ../nbs/05_selection.ipynb #818be966
+def _last_dropped(loss_base, loss_ref, keep: np.ndarray, chunk: int = 1 << 20) -> int:
+    "The dropped token last in the official ranking (score descending, ties by position): the lowest score, the latest of ties."
+    low, at = np.inf, -1
+    for s in range(0, len(keep), chunk):  # chunks: a pool on disk is never loaded whole
+        c = np.where(keep[s : s + chunk], np.inf, loss_base[s : s + chunk].astype(np.float64) - loss_ref[s : s + chunk])
+        i = len(c) - 1 - int(np.argmin(c[::-1]))  # the latest minimum of the chunk
+        if c[i] < np.inf and c[i] <= low: low, at = c[i], s + i
+    return at
+
+# %% ../nbs/05_selection.ipynb #a47dd4aa
+def forget_weights(loss_base, loss_ref, keep: np.ndarray, k: float) -> np.ndarray:
+    "Signed weights (N,) float32: +1 on kept tokens, -1 on the forgotten (the next int(N * (1 - k)) by score), 0 on the rest."
+    w = np.where(keep, np.float32(1), np.float32(-1))  # (N,)
+    n = len(keep)
+    if n - int(np.count_nonzero(keep)) > int(n * (1 - k)): w[_last_dropped(loss_base, loss_ref, keep)] = 0
+    return w
+
+# %% ../nbs/05_selection.ipynb #4b7827c8
+def base_prob_weights(loss_base, loss_ref, keep: np.ndarray, k: float) -> np.ndarray:
+    "PriFT-prob's weights (N,) float32: each kept token's probability under the base model, exp(-loss_base); 0 where dropped."
+    w = np.exp(-np.asarray(loss_base, dtype=np.float32))  # (N,) in (0, 1]
+    w[~keep] = 0
+    return w
+
+# %% ../nbs/05_selection.ipynb #d773f427
 METHODS = {
     "global": Method(_global, needs_base=True, needs_ref=True),  # the paper: the top k of the score over the whole pool
     "sample": Method(_sample, needs_base=True, needs_ref=True),  # RHO: the top k of the score within each sample
@@ -280,6 +307,8 @@ METHODS = {
     "random": Method(_random, needs_base=False, needs_ref=False),  # k of the tokens, uniformly (seeded)
     "full": Method(_full, needs_base=False, needs_ref=False),  # every token
     "high-ppl": Method(_high_ppl, needs_base=True, needs_ref=False),  # the top k of the base loss alone
+    "forgetting": Method(_global, needs_base=True, needs_ref=True, weights=forget_weights),  # Forgetting: learn global's top k, forget the rest
+    "prift": Method(_full, needs_base=True, needs_ref=False, weights=base_prob_weights),  # PriFT-prob: every token, weighted by p_base
 }
 
 
@@ -306,20 +335,24 @@ def check_selection(st: SelectionStats, tau: float = 0.0) -> str | None:
         return (f"{knob}: {st.samples_none_kept:,} of {st.n_samples:,} samples keep no token ({st.n_kept:,} of {st.n_tokens:,} "
                 "tokens kept): most samples train on nothing")
 
-# %% ../nbs/05_selection.ipynb #14e4dbbf
+# %% ../nbs/05_selection.ipynb #d4296ca6
 def select(loss_base: np.ndarray, loss_ref: np.ndarray | None, offsets: np.ndarray, method: str = "global", k: float = 0.6,
            tau: float = 0.0, seed: int = 42, weighting: str = "hard", temperature: float = 1.0, sources=None) -> Selection:
     "Select response tokens by `method` (a key of `METHODS`); keywords follow `SelectCfg`."
-    if needs_reference(method, weighting) and loss_ref is None: raise BadInput(f"select.method={method} needs reference-model losses")
     if method not in METHODS: raise BadInput(f"select.method={method!r}: use one of {', '.join(METHODS)}")
+    m = METHODS[method]
+    if m.weights is not None and weighting == "soft":
+        raise BadInput(f"select.weighting=soft: select.method={method} trains with weights of its own; use select.weighting=hard")
+    if needs_reference(method, weighting) and loss_ref is None: raise BadInput(f"select.method={method} needs reference-model losses")
     if len(loss_base) != offsets[-1]: raise BadInput(f"the losses cover {len(loss_base)} tokens but the offsets {offsets[-1]}: "
                                                         "they come from different data")
     check_finite(loss_base, "loss_base")
     if loss_ref is not None:
         if loss_ref.shape != loss_base.shape: token_scores(loss_base, loss_ref)  # raises with the explanation
         check_finite(loss_ref, "loss_ref")
-    keep, th = METHODS[method].keep(loss_base, loss_ref, offsets, k, tau, seed)
-    weights = soft_weights(token_scores(loss_base, loss_ref), temperature) * keep if weighting == "soft" else None
+    keep, th = m.keep(loss_base, loss_ref, offsets, k, tau, seed)
+    weights = (m.weights(loss_base, loss_ref, keep, k) if m.weights is not None else
+               soft_weights(token_scores(loss_base, loss_ref), temperature) * keep if weighting == "soft" else None)
     stats = selection_stats(keep, offsets, method, k, sources, th)
     if (warning := check_selection(stats, tau)): warnings.warn(warning, stacklevel=2)
     return Selection(keep, stats, weights)
