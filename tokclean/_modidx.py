@@ -14,6 +14,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'tokclean.cli.cmd_data': ('cli.html#cmd_data', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_demo': ('cli.html#cmd_demo', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_eval': ('cli.html#cmd_eval', 'tokclean/cli.py'),
+                              'tokclean.cli.cmd_export': ('cli.html#cmd_export', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_noise_bench': ('cli.html#cmd_noise_bench', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_paper': ('cli.html#cmd_paper', 'tokclean/cli.py'),
                               'tokclean.cli.cmd_report': ('cli.html#cmd_report', 'tokclean/cli.py'),
