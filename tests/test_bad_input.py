@@ -336,6 +336,25 @@ def _report_of_unfinished_run(tmp: Path):
     write_report(_fake_run(tmp, "fixed", done=False), _fake_run(tmp, "full"), tmp / "r.html")
 
 
+def _export(source, out, **kw):
+    from tokclean.export import export_cleaned
+    export_cleaned(source, out, **kw)
+
+
+def _export_to_a_full_folder(tmp: Path):
+    (tmp / "out").mkdir(); (tmp / "out" / "old.txt").write_text("x")
+    _export(tmp, tmp / "out")
+
+
+def _export_offline_to_the_hub(tmp: Path):
+    with mock.patch("huggingface_hub.is_offline_mode", return_value=True): _export(_fake_run(tmp, "fixed"), "me/cleaned", format="hub")
+
+
+def _export_weights_of_random(tmp: Path):
+    from tokclean.export import clean
+    clean("tiny", "tiny", method="random", weights=True, cfg=preset("tiny"))
+
+
 # name -> (a function of a temporary folder that must fail, expected substring of the error)
 OTHER_CASES = {
     "base/reference tokenizer mismatch": (lambda tmp: check_same_vocab(tiny_tokenizer(), tiny_tokenizer(vocab_size=300)),
@@ -364,6 +383,19 @@ OTHER_CASES = {
     "report: a full run as --cleaned": (_report_of_full_as_cleaned, "is a full run, which selects no tokens: --cleaned takes a fixed, rho"),
     "report: a folder that is not a run": (_report_of_no_run, "is not a tokclean run directory (no manifest.json and config.yaml)"),
     "report: an unfinished run": (_report_of_unfinished_run, "the run has not finished; run the same `tokclean run` again"),
+    "export: --run of a folder that is not a run": (lambda tmp: _export(tmp, tmp / "out"),
+                                                    "is not a tokclean run directory (no manifest.json and config.yaml): give a folder"),
+    "export: --run of an unfinished run": (lambda tmp: _export(_fake_run(tmp, "fixed", done=False), tmp / "out"),
+                                           "the run has not finished; run the same `tokclean run` again, then export"),
+    "export: --run of a full run": (lambda tmp: _export(_fake_run(tmp, "full"), tmp / "out"),
+                                    "is a full run, which selects no tokens: export takes a fixed, rho, random, high-ppl run"),
+    "export: --run of a self-evolving run": (lambda tmp: _export(_fake_run(tmp, "self-evolving"), tmp / "out"),
+                                             "is a self-evolving run: each round cleaned its own chunk"),
+    "export: --out exists and is not empty": (_export_to_a_full_folder,
+                                              "exists and is not empty: choose another folder, or pass --force to replace it"),
+    "export: an unknown format": (lambda tmp: _export(tmp, tmp / "out", format="csv"), "--format csv: use one of datasets, parquet, hub"),
+    "export: to the hub, offline": (_export_offline_to_the_hub, "--format hub: HF_HUB_OFFLINE=1 is set, so the hub cannot be reached"),
+    "export: --weights of a random selection": (_export_weights_of_random, "--weights: the random selection reads no reference losses"),
 }
 
 
@@ -381,6 +413,19 @@ def _most_samples_keep_none(tmp: Path):
     select(loss, np.zeros(10, np.float32), np.arange(0, 11, 2), "global", k=0.2)
 
 
+def _export_with_samples_that_keep_none(tmp: Path):
+    "An export of a selection that leaves samples empty (made-up losses: nothing is scored)."
+    from tokclean.export import Cleaned, export_cleaned, export_columns
+    from tokclean.scoring import response_offsets
+    from tokclean.selection import select
+    sft = load_sft("tiny", tiny_tokenizer(), max_len=96, limit=8)
+    offsets = response_offsets(sft.dataset["n_response"])
+    loss = np.r_[np.full(offsets[1], 5.0), np.zeros(offsets[-1] - offsets[1])].astype(np.float32)  # only the first sample scores high
+    sel = select(loss, np.zeros_like(loss), offsets, "global", k=0.1)
+    prov = {"source": {"pool": "tiny"}, "config": {}, "models": {}}
+    export_cleaned(Cleaned(export_columns(sft, sel), sel.stats, sel.keep, sft, prov), tmp / "out")
+
+
 # name -> (a function of a temporary folder that must warn (and go on), expected substring of the warning)
 WARN_CASES = {
     "most samples keep no token": (_most_samples_keep_none,
@@ -388,6 +433,8 @@ WARN_CASES = {
     "max_len cuts most samples": (lambda tmp: load_sft("tiny", tiny_tokenizer(), max_len=16),
                                   "data.max_len=16 cuts all 64 samples (21 of them lose their whole response): 91% of the response "
                                   "tokens (427 of 470) are lost; raise data.max_len"),
+    "export: samples that keep no token": (_export_with_samples_that_keep_none,
+                                           "7 of 8 samples keep no token: TRL's SFTTrainer drops such samples whenever max_length is set"),
 }
 
 

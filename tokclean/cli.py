@@ -21,8 +21,8 @@ from .selection import needs_reference, select, select_kwargs
 
 # %% auto #0
 __all__ = ['COMMANDS', 'cmd_config', 'cmd_data', 'cmd_chat', 'cmd_assets', 'check_inputs', 'scores_for', 'cmd_score',
-           'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'stage_record', 'cmd_eval', 'cmd_paper',
-           'cmd_noise_bench', 'stage_log', 'interrupted_line', 'build_parser', 'main']
+           'cmd_select', 'cmd_train', 'cmd_run', 'cmd_demo', 'cmd_report', 'cmd_export', 'stage_record', 'cmd_eval',
+           'cmd_paper', 'cmd_noise_bench', 'stage_log', 'interrupted_line', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #41f2cf85
 _python_format, _package = warnings.formatwarning, Path(tokclean.__file__).resolve().parent
@@ -191,6 +191,30 @@ def cmd_report(cfg, args):
     from tokclean.report import write_report
     print(f"report: {write_report(args.cleaned, args.baseline, args.out)}")
 
+# %% ../nbs/99_cli.ipynb #9ccd3dd9
+def cmd_export(cfg, args):
+    "Write the cleaned data set (input_ids, attention_mask, labels: -100 on prompt and dropped tokens) of a run (--run) or of data.pool cleaned by model.base and model.reference."
+    from tokclean.config import with_overrides
+    from tokclean.export import META, check_destination, check_weights, export_cleaned
+    check_destination(args.out, args.format, args.force)
+    kw = dict(format=args.format, drop_empty=args.drop_empty, weights=args.weights, force=args.force, private=not args.public)
+    if args.run:
+        if any((args.pool, args.base, args.reference, args.preset, args.config, args.overrides)):
+            raise ConfigError(f"--run {args.run} exports what that run trained on, with its own data, models and config: drop "
+                              "--pool, --base, --reference, --preset, --config and --set")
+        meta = export_cleaned(args.run, args.out, **kw)
+    else:
+        given = {"data.pool": args.pool, "model.base": args.base, "model.reference": args.reference}
+        cfg = with_overrides(cfg, {k: v for k, v in given.items() if v})
+        if args.weights: check_weights(cfg.select.method)
+        uses_ref = needs_reference(cfg.select.method, cfg.select.weighting) or args.weights
+        check_inputs(cfg, ["base", "reference"] if uses_ref else ["base"], f"select.method={cfg.select.method}")
+        meta = export_cleaned(pool=cfg.data.pool, base=cfg.model.base, reference=cfg.model.reference if uses_ref else None,
+                              k=cfg.select.k, method=cfg.select.method, cfg=cfg, progress=True, **kw)
+    n = meta["counts"]
+    print(f"{meta['written_to']}: {n['written']:,} samples, {n['kept_tokens']:,} of {n['response_tokens']:,} response tokens kept, "
+          f"{n['samples_no_kept']:,} samples with none{' (left out)' if n['no_kept_dropped'] else ''}; provenance in {META}")
+
 # %% ../nbs/99_cli.ipynb #afc05d30
 def stage_record(d, name) -> dict:
     "One stage's record in a run directory's manifest ({} if absent)."
@@ -270,7 +294,7 @@ def interrupted_line(command: str, e: KeyboardInterrupt) -> str:
 # %% ../nbs/99_cli.ipynb #384aca4e
 COMMANDS = {"config": cmd_config, "data": cmd_data, "score": cmd_score, "select": cmd_select, "train": cmd_train,
             "run": cmd_run, "eval": cmd_eval, "report": cmd_report, "chat": cmd_chat, "assets": cmd_assets, "demo": cmd_demo,
-            "paper": cmd_paper, "noise-bench": cmd_noise_bench}
+            "paper": cmd_paper, "noise-bench": cmd_noise_bench, "export": cmd_export}
 
 
 def _common(p: argparse.ArgumentParser):
@@ -304,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run directory of a cleaning run: fixed, rho, random, high-ppl or self-evolving")
             p.add_argument("--baseline", required=True, metavar="DIR", help="run directory to compare with (usually the full-token run)")
             p.add_argument("--out", default="report.html", help="the HTML file to write")
+        if name == "export":
+            p.add_argument("--run", metavar="DIR", help="a finished fixed, rho, random or high-ppl run: export what it trained on")
+            p.add_argument("--pool", help="else the data to clean (sets data.pool)")
+            p.add_argument("--base", help="the base model (sets model.base)")
+            p.add_argument("--reference", help="the reference: the base fine-tuned on a small high-quality set (sets model.reference)")
+            p.add_argument("--out", metavar="DIR|OWNER/NAME", help="a new folder (datasets, parquet), or a hub repo id (hub)")
+            p.add_argument("--format", default="datasets", help="datasets (a save_to_disk folder, the default), parquet, or hub (push_to_hub)")
+            p.add_argument("--drop-empty", action="store_true", help="leave out the samples that keep no token (TRL drops them whenever max_length is set)")
+            p.add_argument("--weights", action="store_true", help="add per-token soft weights (a sigmoid of the score, 0 off the kept tokens)")
+            p.add_argument("--force", action="store_true", help="replace --out if it holds something")
+            p.add_argument("--public", action="store_true", help="with --format hub: make the repo public (default: private)")
         if name == "paper":
             from tokclean.costs import GPUS
             from tokclean.paper import TABLES
