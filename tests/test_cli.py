@@ -1,5 +1,5 @@
 "The `tokclean` command end to end, as a user runs it: exit codes, messages, files."
-import json, subprocess, sys
+import json, os, subprocess, sys
 
 import pytest
 
@@ -163,3 +163,19 @@ def test_a_selection_of_no_token_stops_every_caller(runs, tmp_path):
     done = run("run", "fixed", *common, "--set", f"run.out_dir={tmp_path}", ok=False)
     assert done.returncode == 2 and "so training would learn nothing" in done.stderr
     assert not (tmp_path / "tiny-fixed-s42" / "models").exists()
+
+
+def test_quiet_by_default_verbose_on_demand(tmp_path, capfd, monkeypatch):
+    "A run prints its stages, their key results and the final model once, without the libraries' noise; --verbose brings it back."
+    over = ["--preset", "tiny", "--set", f"run.out_dir={tmp_path}", "--set", f"score.cache_dir={tmp_path}/scores"]
+    env = {k: v for k, v in os.environ.items() if k != "TOKCLEAN_VERBOSE"}
+    done = subprocess.run([sys.executable, "-m", "tokclean", "run", "full", *over], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[full/select] kept " in done.stdout and "[full/train] loss " in done.stdout
+    assert sum("final model:" in line for line in done.stdout.splitlines()) == 1
+    assert "{'loss'" not in done.stdout + done.stderr and "Warning" not in done.stderr and "Loading weights" not in done.stderr
+    from tokclean.cli import main
+    monkeypatch.setenv("TOKCLEAN_VERBOSE", "0")  # restored after the test: --verbose sets it for the processes a run starts
+    assert main(["train", *over, "--out", str(tmp_path / "m"), "--verbose"]) == 0
+    loud = capfd.readouterr()
+    assert "{'loss'" in loud.out + loud.err

@@ -19,9 +19,9 @@ from .selection import METHODS, apply_keep, select, select_kwargs
 from .training import train, train_kwargs
 
 # %% auto #0
-__all__ = ['METHOD_OF', 'run_dir', 'Run', 'digest', 'stale_because', 'stage', 'subset', 'chunk_bounds', 'chunks', 'pool_chunks',
-           'chunk_record', 'cleaned', 'mask_sha256', 'load_pool', 'cleaned_pool', 'heldout_losses', 'eval_stage',
-           'run_pipeline', 'rounds_table']
+__all__ = ['RESULT_LINES', 'METHOD_OF', 'run_dir', 'Run', 'digest', 'stale_because', 'stage_result', 'stage', 'subset',
+           'chunk_bounds', 'chunks', 'pool_chunks', 'chunk_record', 'cleaned', 'mask_sha256', 'load_pool',
+           'cleaned_pool', 'heldout_losses', 'eval_stage', 'run_pipeline', 'rounds_table']
 
 # %% ../nbs/08_pipeline.ipynb #dc278196
 def run_dir(cfg: Config, root=None) -> Path:
@@ -90,7 +90,27 @@ def stale_because(run: Run, name: str, after=()) -> str | None:
     changed = [dep for dep in after if used is not None and (run.done(dep) is None or used.get(dep) != digest(run.done(dep)))]
     return f"stale, {' and '.join(changed)} changed since it ran" if changed else None
 
-# %% ../nbs/08_pipeline.ipynb #bc4fb62e
+# %% ../nbs/08_pipeline.ipynb #b02067db
+def _kept_line(i: dict) -> str:
+    st = i["stats"]
+    return (f"kept {st['n_kept']:,} of {st['n_tokens']:,} response tokens ({st['n_kept'] / max(st['n_tokens'], 1):.1%}); "
+            f"{st['samples_none_kept']:,} of {st['n_samples']:,} samples keep none")
+
+
+RESULT_LINES = {  # a key of a stage's record -> its key result, as one line
+    "stats": _kept_line,  # select
+    "first_loss": lambda i: f"loss {i['first_loss']:.4f} -> {i['last_loss']:.4f} over {i['steps']} steps on {i['kept_tokens']:,} kept tokens",
+    "mean_loss": lambda i: ("held-out response loss: " + ", ".join(f"{k} {v:.4f}" for k, v in i["mean_loss"].items())
+                            if isinstance(i["mean_loss"], dict) else f"{i['tokens']:,} response tokens, mean loss {i['mean_loss']:.4f}"),
+    "scores": lambda i: ", ".join(f"{k} {v}" for k, v in i["scores"].items()),  # eval
+}
+
+
+def stage_result(info: dict) -> str | None:
+    "The key result of a stage's record as one line (see `RESULT_LINES`), or None when it has none."
+    return next((line(info) for key, line in RESULT_LINES.items() if info.get(key) is not None), None)
+
+# %% ../nbs/08_pipeline.ipynb #7feca140
 def stage(run: Run, name: str, fn, after=()) -> dict:
     "Run `fn()` as stage `name` of `run` unless it finished and stands (see `stale_because`); record its result, what it used and its time."
     info = run.done(name)
@@ -102,6 +122,7 @@ def stage(run: Run, name: str, fn, after=()) -> dict:
         info = {**fn(), "after": {dep: digest(run.done(dep)) for dep in after}, "seconds": round(time.time() - t0, 2),
                 "finished": time.strftime("%H:%M:%S")}
         run.record(name, info)
+        if (result := stage_result(info)): run.log(f"[{name}] {result}")
     if "model_sha256" in info: run.made_by[info["model"]] = name
     return info
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import BadInput, write_json
+from .files import BadInput, verbose, write_json
 from .models import load_model, save_model
 from .scoring import collate, labelled_losses, process_state
 
 # %% auto #0
-__all__ = ['TOKEN_WEIGHTS', 'LAMBDA_RAMPS', 'TRAIN_FIELDS', 'kept_loss_sum', 'dft_weight', 'signed_loss_sums', 'forget_lambda_at',
-           'forgotten_tokens', 'MaskedTrainer', 'lora_model', 'training_args', 'train_kwargs', 'TrainResult',
-           'grad_accum_for', 'train_columns', 'label_counts', 'collate_rows', 'last_checkpoint', 'train_key',
-           'Interrupted', 'train']
+__all__ = ['TOKEN_WEIGHTS', 'LAMBDA_RAMPS', 'CHECKPOINTING_ARG', 'TRAIN_FIELDS', 'kept_loss_sum', 'dft_weight',
+           'signed_loss_sums', 'forget_lambda_at', 'forgotten_tokens', 'MaskedTrainer', 'lora_model', 'training_args',
+           'train_kwargs', 'TrainResult', 'grad_accum_for', 'train_columns', 'label_counts', 'collate_rows',
+           'last_checkpoint', 'train_key', 'Interrupted', 'LossBar', 'train']
 
 # %% ../nbs/06_training.ipynb #043c406f
 def kept_loss_sum(model, input_ids, attention_mask, labels, weights=None) -> tuple[torch.Tensor, int]:
@@ -142,7 +142,16 @@ def lora_model(path: str, lora_r: int = 64, lora_alpha: int = 16, lora_dropout: 
     cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules), task_type="CAUSAL_LM")
     return get_peft_model(model, cfg), tok
 
-# %% ../nbs/06_training.ipynb #4450aeae
+# %% ../nbs/06_training.ipynb #2d1c614b
+def _checkpointing_arg() -> str:
+    "The name of `TrainingArguments`' activation checkpointing switch: transformers 5 renamed `gradient_checkpointing`."
+    from transformers import TrainingArguments
+    return next(n for n in ("activation_checkpointing", "gradient_checkpointing") if n in TrainingArguments.__dataclass_fields__)
+
+
+CHECKPOINTING_ARG = _checkpointing_arg()
+
+# %% ../nbs/06_training.ipynb #6196be75
 def training_args(out_dir, lr: float = 1e-4, epochs: float = 1.0, batch_size: int = 6, grad_accum: int = 1,
                   warmup_ratio: float = 0.03, weight_decay: float = 0.0, scheduler: str = "linear", max_grad_norm: float = 0.0,
                   grad_ckpt: bool = True, shuffle: bool = False, seed: int = 42, bf16: bool = False, max_steps: int = -1,
@@ -154,7 +163,7 @@ def training_args(out_dir, lr: float = 1e-4, epochs: float = 1.0, batch_size: in
     return TrainingArguments(
         output_dir=str(out_dir), learning_rate=lr, num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, warmup_steps=warmup_ratio, weight_decay=weight_decay, lr_scheduler_type=scheduler,
-        max_grad_norm=max_grad_norm, gradient_checkpointing=grad_ckpt, seed=seed, data_seed=seed, bf16=bf16,
+        max_grad_norm=max_grad_norm, **{CHECKPOINTING_ARG: grad_ckpt}, seed=seed, data_seed=seed, bf16=bf16,
         train_sampling_strategy="random" if shuffle else "sequential", average_tokens_across_devices=True,
         remove_unused_columns=False, logging_steps=1, report_to=[], disable_tqdm=False,
         save_strategy="steps" if save_steps else "no", save_steps=max(save_steps, 1), save_total_limit=2,  # the last two: one is whole
@@ -264,6 +273,16 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(step)
         self.step = step
 
+# %% ../nbs/06_training.ipynb #85a2d663
+from transformers.trainer_callback import ProgressCallback
+
+
+class LossBar(ProgressCallback):
+    "The Trainer's progress bar, with the last step's loss beside it instead of a printed dict per step."
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and "loss" in (logs or {}):
+            self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
 # %% ../nbs/06_training.ipynb #091176e6
 def train(path: str, dataset, out_dir, seed: int = 42, loss_norm: str = "step", max_steps: int = -1, model_kw: dict | None = None,
           checkpoint_dir=None, callbacks=None, token_weighting: str = "none", forget_lambda: float = 0.25, forget_ramp: str = "linear",
@@ -298,6 +317,7 @@ def train(path: str, dataset, out_dir, seed: int = 42, loss_norm: str = "step", 
                              bf16=next(model.parameters()).dtype == torch.bfloat16 and torch.cuda.is_available(), **train_kw)
         trainer = MaskedTrainer(model=model, args=args, train_dataset=data, data_collator=collate_rows, loss_norm=loss_norm, callbacks=callbacks,
                                 token_weighting=token_weighting, forget_lambda=forget_lambda, forget_ramp=forget_ramp)
+        if not verbose(): trainer.remove_callback(ProgressCallback); trainer.add_callback(LossBar)  # no log dict per step
         try: trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except KeyboardInterrupt:
             for cb in trainer.callback_handler.callbacks:  # end the progress bar's line now, not at exit after the interrupt's
