@@ -19,8 +19,8 @@ from .selection import METHODS, apply_keep, select, select_kwargs
 from .training import train, train_kwargs
 
 # %% auto #0
-__all__ = ['RESULT_LINES', 'METHOD_OF', 'run_dir', 'Run', 'digest', 'stale_because', 'stage_result', 'stage', 'subset',
-           'chunk_bounds', 'chunks', 'pool_chunks', 'chunk_record', 'cleaned', 'mask_sha256', 'load_pool',
+__all__ = ['RESULT_LINES', 'METHOD_OF', 'run_dir', 'with_new_fields', 'Run', 'digest', 'stale_because', 'stage_result', 'stage',
+           'subset', 'chunk_bounds', 'chunks', 'pool_chunks', 'chunk_record', 'cleaned', 'mask_sha256', 'load_pool',
            'cleaned_pool', 'heldout_losses', 'eval_stage', 'run_pipeline', 'rounds_table']
 
 # %% ../nbs/08_pipeline.ipynb #dc278196
@@ -28,7 +28,13 @@ def run_dir(cfg: Config, root=None) -> Path:
     "The directory of a run: `run.out_dir/run.name`, the name defaulting to preset-pipeline-seed."
     return Path(root or cfg.run.out_dir) / (cfg.run.name or f"{cfg.run.preset}-{cfg.run.pipeline}-s{cfg.run.seed}")
 
-# %% ../nbs/08_pipeline.ipynb #605a8613
+# %% ../nbs/08_pipeline.ipynb #57d6fcaf
+def with_new_fields(stored: dict) -> dict:
+    "A stored config (`to_dict` form) with the fields it lacks at their defaults: what a run made before they existed used."
+    defaults = to_dict(Config())
+    return {s: {**defaults.get(s, {}), **fields} for s, fields in stored.items()}
+
+# %% ../nbs/08_pipeline.ipynb #05b66390
 class Run:
     "A run directory: the config it was made for, the manifest of finished stages, and paths for models and data."
 
@@ -43,6 +49,7 @@ class Run:
         mine = to_dict(self.cfg)
         if self.manifest_path.exists():
             m = json.loads(self.manifest_path.read_text())
+            m["config"] = with_new_fields(m["config"])
             if m["config"] != mine:
                 diff = sorted(f"{s}.{k}" for s in mine for k in mine[s] if m["config"].get(s, {}).get(k) != mine[s][k])
                 raise BadInput(f"{self.dir} holds a different run (config differs in {', '.join(diff)}): "
