@@ -44,7 +44,7 @@ def test_killed_inside_training_resumes_identically(tmp_path):
     got = trained(out)
     assert (got["sha256"], got["steps"]) == (ref["sha256"], ref["steps"])
     assert got["resumed_from"] == f"checkpoint-{at}"
-    assert not (out / RUN / "checkpoints" / "warmup").exists()  # removed with the merged model saved
+    assert not (out / RUN / "checkpoints").exists()  # removed with the merged model saved, and the emptied folder with them
     # a kill during a checkpoint's save (its trainer_state.json cut short): the one before it is used
     out = tmp_path / "kill2"
     at = stop_inside_training(out, run(out, "warmup", *EXTRA, wait=False), after=7)

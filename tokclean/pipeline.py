@@ -201,12 +201,14 @@ def _load_loss(info: dict, sft: SFTData) -> np.ndarray:
     from tokclean.scoring import load_scores
     return load_scores(info["path"], sft=sft).loss
 
-# %% ../nbs/08_pipeline.ipynb #2a2eec2b
+# %% ../nbs/08_pipeline.ipynb #0af2e95c
 def _train(run: Run, start: str, data, out: str) -> dict:
     "Train `start` on `data` into `out`, checkpointing in the run directory (`checkpoints/<model>`) so that a killed stage resumes."
     cfg = run.cfg
-    res = train(start, data, run.dir / out, seed=cfg.run.seed, model_kw=model_kwargs(cfg.model), checkpoint_dir=run.dir / "checkpoints" / Path(out).name,
+    checkpoints = run.dir / "checkpoints"
+    res = train(start, data, run.dir / out, seed=cfg.run.seed, model_kw=model_kwargs(cfg.model), checkpoint_dir=checkpoints / Path(out).name,
                 **train_kwargs(cfg.train))
+    if process_state().is_main_process and checkpoints.is_dir() and not any(checkpoints.iterdir()): checkpoints.rmdir()  # all used up
     return {"model": str(res.path), "model_sha256": dir_sha256(res.path), "start": start, "samples": len(data), "kept_tokens": res.kept_tokens,
             **({"forgotten_tokens": res.forgotten_tokens} if res.forgotten_tokens else {}),
             "first_loss": res.log[0]["loss"] if res.log else None, "last_loss": res.log[-1]["loss"] if res.log else None,
