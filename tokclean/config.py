@@ -71,12 +71,13 @@ def _check_types(cfg):
         value = getattr(cfg, name)
         _require(_is_type(value, hint), section, name, value, f"expected {getattr(hint, '__name__', hint)}".replace("typing.", ""))
 
-# %% ../nbs/00_config.ipynb #5387b6bd
+# %% ../nbs/00_config.ipynb #420f41ba
 @dataclass(frozen=True)
 class ModelCfg:
     "Which models to load and how."
     base: str = "meta-llama/Llama-3.2-3B"  # hub id, local directory, .gguf file, or alias (`smollm2-135m-instruct`, `tiny`)
-    reference: str | None = None  # reference model; None: the warm-up stage trains it
+    reference: str | None = None  # reference model (a model, or a LoRA adapter folder of the base); None: the warm-up stage trains it
+    reference_as: str = "merged"  # what the warm-up stage saves: merged (a full model, as the paper) or adapter (LoRA weights only)
     revision: str | None = None  # hub revision (branch, tag or commit) of hub models
     dtype: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -87,6 +88,7 @@ class ModelCfg:
         _check_types(self)
         _require(bool(self.base.strip()), "model", "base", self.base, "give a hub id, a directory, a .gguf file or an alias")
         _one_of("model", "dtype", self.dtype, DTYPES)
+        _one_of("model", "reference_as", self.reference_as, ("merged", "adapter"))
         _require(self.quant is None or self.quant in QUANTS, "model", "quant", self.quant, "must be none, 4bit or 8bit")
         _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "model", "device", self.device,
                  "must be auto, cpu, cuda or cuda:N")

@@ -18,9 +18,9 @@ from .files import BadInput, NotFound, cache_dir as tokclean_cache, save_npy, sh
 
 # %% auto #0
 __all__ = ['SCORING_VERSION', 'length_batches', 'collate', 'final_hidden', 'labelled_losses', 'token_losses', 'response_offsets',
-           'per_position', 'weights_fingerprint', 'model_fingerprint', 'Scores', 'load_scores', 'score_key',
-           'score_rows', 'check_vocab_covers', 'score_dtype', 'score_kwargs', 'process_state', 'FolderLocks',
-           'finished_scores', 'score_dataset']
+           'per_position', 'weights_fingerprint', 'split_adapter', 'adapter_fingerprint', 'model_fingerprint', 'Scores',
+           'load_scores', 'score_key', 'score_rows', 'check_vocab_covers', 'score_dtype', 'score_kwargs',
+           'process_state', 'FolderLocks', 'finished_scores', 'score_dataset']
 
 # %% ../nbs/04_scoring.ipynb #9f8cd0fd
 def length_batches(lengths, batch_size: int = 8, max_batch_tokens: int = 16384) -> list[np.ndarray]:
@@ -102,21 +102,53 @@ def per_position(flat: np.ndarray, offsets: np.ndarray, labels, i: int) -> np.nd
     out[labels != -100] = flat[offsets[i] : offsets[i + 1]]
     return out
 
-# %% ../nbs/04_scoring.ipynb #ee3fac16
-def weights_fingerprint(model) -> str:
-    "SHA-256 over every tensor of the model's state dict: names, dtypes, shapes and bytes."
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+# %% ../nbs/04_scoring.ipynb #e6be8253
+def _state_sha256(state: dict, extra: str = "") -> str:
+    "SHA-256 over named tensors (names, dtypes, shapes and bytes, in name order) and an `extra` text."
+    h = hashlib.sha256(extra.encode())
+    for name, t in sorted(state.items()):
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
-# %% ../nbs/04_scoring.ipynb #d732733a
-def model_fingerprint(model, path: str | None = None) -> str:
-    "`hub:<id>@<commit>` for a hub model whose commit transformers recorded, else `sha256:<weights hash>`."
+# %% ../nbs/04_scoring.ipynb #31e664e7
+def weights_fingerprint(model) -> str:
+    "SHA-256 over every tensor of the model's state dict: names, dtypes, shapes and bytes."
+    return _state_sha256(model.state_dict())
+
+# %% ../nbs/04_scoring.ipynb #3462fa33
+def _hub_fingerprint(model, path: str | None) -> str | None:
+    "`hub:<id>@<commit>` when `path` is a hub id and transformers recorded the commit it loaded, else None."
     commit = getattr(model.config, "_commit_hash", None)
-    if path and commit and not Path(path).exists() and path.count("/") == 1: return f"hub:{path}@{commit}"
-    return "sha256:" + weights_fingerprint(model)
+    return f"hub:{path}@{commit}" if path and commit and not Path(path).exists() and path.count("/") == 1 else None
+
+# %% ../nbs/04_scoring.ipynb #216e1a06
+def split_adapter(model) -> tuple[dict, dict]:
+    "A peft model's state dict in two: the base's tensors under the plain model's names, and the adapters' tensors."
+    prefix, base, adapter = getattr(model.base_model, "prefix", "lora_"), {}, {}
+    for name, t in model.state_dict().items():
+        if prefix in name or ".modules_to_save." in name: adapter[name] = t
+        else: base[name.removeprefix("base_model.model.").replace(".base_layer.", ".").replace(".original_module.", ".")] = t
+    return base, adapter
+
+# %% ../nbs/04_scoring.ipynb #4f841ed0
+def adapter_fingerprint(model) -> str:
+    "A peft model's fingerprint as it computes now: the plain base's with its adapter disabled, else `<base's>+adapter:sha256:<...>`."
+    on = model.get_model_status().enabled
+    if on == "irregular": raise BadInput("some adapter layers are enabled and others disabled: enable or disable all of them to score")
+    base, adapter = split_adapter(model)
+    base_fp = _hub_fingerprint(model, model.active_peft_config.base_model_name_or_path) or "sha256:" + _state_sha256(base)
+    if not on: return base_fp
+    config = {n: {k: v for k, v in model.peft_config[n].to_dict().items()
+                  if k not in ("base_model_name_or_path", "revision", "inference_mode", "peft_version")} for n in model.active_adapters}
+    text = json.dumps(config, sort_keys=True, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
+    return f"{base_fp}+adapter:sha256:{_state_sha256(adapter, text)}"
+
+# %% ../nbs/04_scoring.ipynb #0c9e644f
+def model_fingerprint(model, path: str | None = None) -> str:
+    "`hub:<id>@<commit>` for a hub model whose commit transformers recorded, else `sha256:<weights hash>`; a peft model's: `adapter_fingerprint`."
+    if hasattr(model, "peft_config"): return adapter_fingerprint(model)  # its base is the one its adapter config names
+    return _hub_fingerprint(model, path) or "sha256:" + weights_fingerprint(model)
 
 # %% ../nbs/04_scoring.ipynb #2dc27c5a
 SCORING_VERSION = 1  # bump when the computation changes in a way that changes numbers

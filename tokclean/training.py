@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .files import BadInput, verbose, write_json
-from .models import load_model, save_model
+from .models import load_model, resolve_model, save_adapter, save_model
 from .scoring import collate, labelled_losses, process_state
 
 # %% auto #0
@@ -129,12 +129,13 @@ class MaskedTrainer(Trainer):
         self.state.log_history[-1]["rows"], self._rows = rows, []
         if self._forgets: self.state.log_history[-1]["forget_lambda"] = self._lambda  # from the first step that forgets
 
-# %% ../nbs/06_training.ipynb #300e1aac
+# %% ../nbs/06_training.ipynb #7855b3f5
 def lora_model(path: str, lora_r: int = 64, lora_alpha: int = 16, lora_dropout: float = 0.1,
                target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
                seed: int = 42, grad_ckpt: bool = True, **model_kw):
     "`(peft model, tokenizer)`: `path` loaded fresh, LoRA adapters initialised with `seed`."
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    if resolve_model(path)[0] == "adapter": raise BadInput(f"{path} is a LoRA adapter: train from a full model (tokclean.models.merge_adapter)")
     model, tok = load_model(path, **model_kw)
     if model_kw.get("quant"): model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_ckpt)
     elif grad_ckpt: model.enable_input_require_grads()  # checkpointed LoRA needs grads flowing from the embeddings
@@ -182,7 +183,7 @@ def train_kwargs(train_cfg) -> dict:
 # %% ../nbs/06_training.ipynb #bf3bbe9f
 @dataclass
 class TrainResult:
-    "A finished stage: where the merged model is, the loss curve, and what it cost."
+    "A finished stage: where the merged model (or the adapter) is, the loss curve, and what it cost."
     path: Path
     log: list = field(default_factory=list)  # per optimiser step: step, loss, learning rate, rows trained on (and λ, forgetting)
     seconds: float = 0.0
@@ -286,8 +287,9 @@ class LossBar(ProgressCallback):
 # %% ../nbs/06_training.ipynb #091176e6
 def train(path: str, dataset, out_dir, seed: int = 42, loss_norm: str = "step", max_steps: int = -1, model_kw: dict | None = None,
           checkpoint_dir=None, callbacks=None, token_weighting: str = "none", forget_lambda: float = 0.25, forget_ramp: str = "linear",
-          **train_kw) -> TrainResult:
-    "Fine-tune model `path` with LoRA on `dataset` (input_ids, labels[, weights]); save the merged model to `out_dir`."
+          save_as: str = "merged", **train_kw) -> TrainResult:
+    "Fine-tune model `path` with LoRA on `dataset` (input_ids, labels[, weights]); save the merged model (or the adapter) to `out_dir`."
+    if save_as not in ("merged", "adapter"): raise BadInput(f"save_as={save_as!r}: use merged or adapter")
     kept, forgotten = label_counts(dataset)
     if forgotten and token_weighting != "none":
         raise BadInput(f"train.token_weighting={token_weighting}: the data has {forgotten:,} forgotten tokens (weight < 0), and DFT "
@@ -324,9 +326,11 @@ def train(path: str, dataset, out_dir, seed: int = 42, loss_norm: str = "step", 
                 if getattr(cb, "training_bar", None) is not None: cb.training_bar.close()
             raise Interrupted(trainer.state.global_step + 1) from None
         if state.is_main_process:  # every process holds the same weights after the step; one writes them
-            merged = _merge_adapter(model, path, Path(tmp) / "adapter", **{k: model_kw[k] for k in ("revision", "trust_remote_code") if k in model_kw})
-            save_model(merged, tok, out_dir)
-            if ckpt_dir is not None: shutil.rmtree(ckpt_dir)  # the merged model is saved: the stage no longer needs them
+            if save_as == "adapter": save_adapter(model, tok, out_dir, base=path)
+            else:
+                merged = _merge_adapter(model, path, Path(tmp) / "adapter", **{k: model_kw[k] for k in ("revision", "trust_remote_code") if k in model_kw})
+                save_model(merged, tok, out_dir)
+            if ckpt_dir is not None: shutil.rmtree(ckpt_dir)  # the model is saved: the stage no longer needs them
         state.wait_for_everyone()
     log = [{k: e[k] for k in ("step", "loss", "learning_rate", "rows", "forget_lambda") if k in e} for e in trainer.state.log_history if "loss" in e]
     result = TrainResult(Path(out_dir), log, round(time.time() - t0, 2), kept, forgotten)
