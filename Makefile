@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 
-.PHONY: test demo assets venv export clean-nbs readme sync slow outputs
+.PHONY: test demo assets venv export clean-nbs readme sync slow outputs lab lab-install docs
 
 $(STAMP): pyproject.toml tools/install.sh
 	PYTHON=$(PYTHON) bash tools/install.sh $(VENV)
@@ -38,3 +38,19 @@ readme: $(STAMP)  ## nbs/index.ipynb -> README.md
 	$(BIN)/python tools/readme.py
 
 sync: export clean-nbs readme  ## everything CI checks for drift
+
+PIN := $(VENV)/torch-pin.txt
+$(PIN): $(STAMP)  # extras installed later must keep the torch build tools/install.sh chose
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $@
+
+lab-install: $(PIN)  ## JupyterLab, ipykernel and ipywidgets in the venv; the kernel `tokclean` registered inside it (not in ~)
+	$(BIN)/python -m pip install -q -c $(PIN) -e ".[lab]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name tokclean --display-name "tokclean ($(VENV))"
+
+lab: lab-install assets  ## open the walkthroughs in nbs/ in JupyterLab (offline, as the tests run them)
+	$(OFFLINE) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --notebook-dir=nbs $(LAB_ARGS)
+
+docs: $(PIN)  ## the documentation site in _docs/: nbdev's pages, rendered by Quarto (the quarto-cli wheel) or else nbconvert
+	$(BIN)/python -m pip install -q -c $(PIN) -e ".[docs]"
+	$(BIN)/python -m pip install -q quarto-cli || echo "quarto-cli did not install (it downloads Quarto from GitHub): the site is rendered with nbconvert"
+	$(OFFLINE) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/docs.py
