@@ -43,14 +43,19 @@ PIN := $(VENV)/torch-pin.txt
 $(PIN): $(STAMP)  # extras installed later must keep the torch build tools/install.sh chose
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $@
 
-lab-install: $(PIN)  ## JupyterLab, ipykernel and ipywidgets in the venv; the kernel `tokclean` registered inside it (not in ~)
+LAB := $(VENV)/.lab-installed
+$(LAB): $(PIN) pyproject.toml
 	$(BIN)/python -m pip install -q -c $(PIN) -e ".[lab]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name tokclean --display-name "tokclean ($(VENV))"
+	touch $@
 
-lab: lab-install assets  ## open the walkthroughs in nbs/ in JupyterLab (offline, as the tests run them)
-	$(OFFLINE) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --notebook-dir=nbs $(LAB_ARGS)
+lab-install: $(LAB)  ## JupyterLab, ipykernel and ipywidgets in the venv; the kernel `tokclean` registered inside it (not in ~)
+
+lab: $(LAB) assets  ## open the walkthroughs in nbs/ in JupyterLab (offline, as the tests run them)
+	$(OFFLINE) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 docs: $(PIN)  ## the documentation site in _docs/: nbdev's pages, rendered by Quarto (the quarto-cli wheel) or else nbconvert
 	$(BIN)/python -m pip install -q -c $(PIN) -e ".[docs]"
-	$(BIN)/python -m pip install -q quarto-cli || echo "quarto-cli did not install (it downloads Quarto from GitHub): the site is rendered with nbconvert"
+	[ -x $(BIN)/quarto ] || $(BIN)/python -m pip install -q quarto-cli >$(VENV)/quarto-cli.log 2>&1 \
+	  || echo "quarto-cli did not install (it downloads Quarto from GitHub while it builds; see $(VENV)/quarto-cli.log)"
 	$(OFFLINE) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/docs.py

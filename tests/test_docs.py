@@ -11,7 +11,6 @@ import pytest
 
 from conftest import FLAGS, ROOT
 
-sys.path.insert(0, str(ROOT / "tools"))
 SITE = ROOT / "_docs"
 
 

@@ -10,7 +10,7 @@ description of each notebook as its front matter) and name pages as nbdev does (
   `quarto-cli` wheel cannot install: it is a source package that downloads Quarto from GitHub while it builds.
 The stored outputs are shown as stored: nothing but what show_doc needs is executed, so the site builds in a minute or two.
 """
-import html, os, re, shutil, sys
+import html, os, re, shutil, sys, warnings
 from pathlib import Path
 
 import yaml
@@ -31,7 +31,9 @@ def show_doc_needs(cell) -> bool:
     nbdev also executes any cell that contains an import, flagged ones too: in these lessons that is scoring, training and
     whole `#| slow` SmolLM2 runs, for pages that show the stored outputs anyway. The exported cells are the module itself,
     so they run on their own, as `import tokclean.X` does."""
-    if not _nbdev_do_eval(cell): return False
+    with warnings.catch_warnings():  # nbdev's advice to split imports from code: not needed, since those cells do not run here
+        warnings.simplefilter("ignore")
+        if not _nbdev_do_eval(cell): return False
     if cell.directives_.keys() & set(FLAGS): return False
     if cell.directives_.keys() & {"export", "exports", "exporti", "exec_doc"}: return True
     import ast
@@ -88,6 +90,8 @@ nav.tc-side a { display: block; color: #2c3e50; text-decoration: none; padding: 
 nav.tc-side a.here { font-weight: bold; color: #2780e3; }
 nav.tc-side h2 { font-size: 1.1rem; margin: 0 0 .6rem; }
 .tc-lead { font-size: 1.1rem; color: #555; }
+.jp-OutputArea-output table td { white-space: nowrap; }  /* "43.49 ± 0.65" on one line; a wide table scrolls */
+.jp-OutputArea-output { overflow-x: auto; }
 </style>"""
 
 
@@ -124,6 +128,7 @@ def build_without_quarto(cache: Path, out: Path):
 def main():
     import nbdev.quarto
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])  # the venv's quarto first
     if shutil.which("quarto"):
         nbdev.quarto.nbdev_docs.__wrapped__(n_workers=0)
         return print(f"built {CFG.doc_path.name}/ with Quarto (nbdev_docs)")
