@@ -1,4 +1,5 @@
 # From a fresh clone: `make test` builds .venv and runs every test; `make demo` runs the embedded demo.
+# Optional: `make lab` opens the walkthroughs in JupyterLab; `make docs` builds the documentation site into _docs/.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -54,8 +55,12 @@ lab-install: $(LAB)  ## JupyterLab, ipykernel and ipywidgets in the venv; the ke
 lab: $(LAB) assets  ## open the walkthroughs in nbs/ in JupyterLab (offline, as the tests run them)
 	$(OFFLINE) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-docs: $(PIN)  ## the documentation site in _docs/: nbdev's pages, rendered by Quarto (the quarto-cli wheel) or else nbconvert
+DOCS := $(VENV)/.docs-installed
+$(DOCS): $(PIN) pyproject.toml
 	$(BIN)/python -m pip install -q -c $(PIN) -e ".[docs]"
+	touch $@
+
+docs: $(DOCS)  ## the documentation site in _docs/: nbdev's pages, rendered by Quarto (the quarto-cli wheel) or else nbconvert
 	[ -x $(BIN)/quarto ] || $(BIN)/python -m pip install -q quarto-cli >$(VENV)/quarto-cli.log 2>&1 \
 	  || echo "quarto-cli did not install (it downloads Quarto from GitHub while it builds; see $(VENV)/quarto-cli.log)"
 	$(OFFLINE) PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/docs.py
