@@ -2,10 +2,11 @@
 
     python tools/readme.py          # write README.md
     python tools/readme.py --check  # exit 1 if README.md is out of date
-Markdown cells are copied; code cells become ```python blocks (cells flagged `#| hide` are left out),
+Markdown cells are copied, links to a notebook (`05_selection.ipynb`, a sibling of index.ipynb in Lab and on the site)
+pointed at `nbs/`; code cells become ```python blocks (cells flagged `#| hide` are left out),
 followed by their text output when the notebook was saved with outputs.
 """
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def render(nb: dict) -> str:
     for cell in nb["cells"]:
         src = _text(cell["source"]).strip()
         if not src: continue
-        if cell["cell_type"] == "markdown": parts.append(src)
+        if cell["cell_type"] == "markdown": parts.append(re.sub(r"\]\((\w+\.ipynb)\)", r"](nbs/\1)", src))
         elif not any(l.replace(" ", "").startswith(("#|hide", "#|default_exp")) for l in src.splitlines()):
             parts.append(f"```python\n{src}\n```" + _output(cell))
     return HEADER + "\n\n".join(parts) + "\n"
