@@ -47,3 +47,15 @@ def test_site(site):
     reprs = {p: m[0] for p in names.values() if (m := re.search(r"&lt;(IPython\.core\.display\.\w+|[\w.]+ object at 0x[0-9a-f]+)&gt;",
                                                                  (site / p).read_text()))}
     assert reprs == {}, f"outputs shown as their repr: {reprs}"
+    hrefs = {(p, h) for p in names.values() for h in re.findall(r'href="([^"#:]+)(?:#[^"]*)?"', (site / p).read_text())}
+    broken = sorted((p, h) for p, h in hrefs if not (site / h).exists())
+    assert broken == [], f"links to pages or files that are not in the site: {broken[:10]}"
+
+
+def test_formulas_render_offline(site):
+    "The pages load MathJax from the site itself (the docs extra's copy), not from a CDN a reader offline cannot reach."
+    pytest.importorskip("jupyter_server_mathjax", reason="the docs extra is not installed: `make docs` installs it")
+    selection = (site / pages()["05_selection.ipynb"]).read_text()
+    assert r"$O(N \log N)$" in selection  # a formula of the page, left for MathJax
+    src = re.search(r'<script[^>]+src="([^"]*MathJax\.js[^"]*)"', selection)
+    assert src and not src[1].startswith("http") and (site / src[1].split("?")[0]).exists(), src and src[1]

@@ -92,7 +92,18 @@ nav.tc-side h2 { font-size: 1.1rem; margin: 0 0 .6rem; }
 .tc-lead { font-size: 1.1rem; color: #555; }
 .jp-OutputArea-output table td { white-space: nowrap; }  /* "43.49 ± 0.65" on one line; a wide table scrolls */
 .jp-OutputArea-output { overflow-x: auto; }
+.jp-InputArea pre, .jp-RenderedText pre { white-space: pre-wrap; overflow-wrap: anywhere; }  /* long lines wrap, none is cut off */
 </style>"""
+
+
+def local_mathjax(out: Path) -> str | None:
+    """MathJax 2 from the `jupyter-server-mathjax` wheel (the docs extra), copied beside the pages so that `$O(N \\log N)$`
+    renders offline too; None (nbconvert's CDN copy) where that package is missing."""
+    try: import jupyter_server_mathjax
+    except ImportError: return None
+    static = Path(jupyter_server_mathjax.__file__).parent / "static"
+    shutil.copytree(static, out / "mathjax", ignore=shutil.ignore_patterns("localization", "*.otf", "*.eot", "*.svg"))
+    return "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 
 
 def build_without_quarto(cache: Path, out: Path):
@@ -111,6 +122,7 @@ def build_without_quarto(cache: Path, out: Path):
     exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True, exclude_output_prompt=True)  # as Quarto: no In [ ]
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}, enabled=True), enabled=True)
     shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
+    if url := local_mathjax(out): exporter.mathjax_url = url
     order = sorted(names, key=lambda n: (n != "index.ipynb", n))
     for name in order:
         nb, front = docs[name]
