@@ -20,13 +20,13 @@ __all__ = ['WEIGHTINGS', 'TEMPLATES', 'FORMATS', 'DTYPES', 'QUANTS', 'SUITES', '
            'TrainCfg', 'EvalCfg', 'RunCfg', 'Config', 'to_dict', 'flat_keys', 'parse_overrides', 'with_overrides',
            'preset', 'save_config', 'read_config_file', 'load_config', 'get_config', 'describe']
 
-# %% ../nbs/00_config.ipynb #94dfe675
+# %% ../nbs/00_config.ipynb #c9eb90b6
 WEIGHTINGS = ("hard", "soft")  # hard: keep/drop mask; soft: per-token weights from the score
 TEMPLATES = ("tulu", "chat")  # tulu: the paper's <|user|>/<|assistant|> text; chat: the tokenizer's own template
 FORMATS = ("auto", "messages", "prompt_completion", "alpaca", "oasst", "flan_cot", "sharegpt", "text")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTS = ("4bit", "8bit")
-SUITES = ("paper", "standard", "quick")
+SUITES = ("paper", "standard", "quick", "items")
 PIPELINES = ("warmup", "fixed", "self-evolving", "full", "random", "rho", "high-ppl", "forgetting", "prift")
 WARMUP_MODES = ("external", "first_chunk")
 TURN_ENDS = ("eos", "eos_newline")  # what ends a labelled assistant turn: its EOS, or (official encoder) EOS + the newline after it
@@ -209,7 +209,7 @@ class TrainCfg:
         _require(self.forget_lambda >= 0, "train", "forget_lambda", self.forget_lambda, "must be >= 0 (0: the dropped tokens are ignored)")
         _one_of("train", "forget_ramp", self.forget_ramp, FORGET_RAMPS)
 
-# %% ../nbs/00_config.ipynb #74650ce5
+# %% ../nbs/00_config.ipynb #5602563e
 @dataclass(frozen=True)
 class EvalCfg:
     "Benchmarks run after training."
@@ -217,6 +217,8 @@ class EvalCfg:
     tasks: tuple[str, ...] = PAPER_TASKS  # benchmark names
     limit: float | None = 0.99  # share (<= 1) or count (> 1) of each test set; the paper used 0.99
     quick_n: int = 20  # questions per task in the quick suite
+    items_n: int = 300  # items per benchmark in the items suite (gold-answer loss per item, 07c_item_metrics)
+    item_accuracy: str = "cheap"  # items suite: accuracy too on the benchmarks where it costs little (cheap), on all, or none
     batch_size: int = 8  # lm-eval batch size
     seed: int = 42  # seed of sampled subsets and exemplars
     enabled: bool = False  # evaluate the final model at the end of a pipeline (stage `eval`)
@@ -231,6 +233,8 @@ class EvalCfg:
         _require(len(self.tasks) > 0, "eval", "tasks", self.tasks, "name at least one task")
         _require(self.limit is None or self.limit > 0, "eval", "limit", self.limit, "must be positive or none")
         _require(self.quick_n > 0, "eval", "quick_n", self.quick_n, "must be positive")
+        _require(self.items_n > 0, "eval", "items_n", self.items_n, "must be positive")
+        _one_of("eval", "item_accuracy", self.item_accuracy, ("cheap", "all", "none"))
         _require(self.batch_size > 0, "eval", "batch_size", self.batch_size, "must be positive")
         _one_of("eval", "tydiqa_stop", self.tydiqa_stop, TYDIQA_STOPS)
 

@@ -434,16 +434,20 @@ def _predictions(res: dict, name: str) -> list[dict]:
     rows = sorted(res.get("samples", {}).get(name, []), key=lambda s: s["doc_id"])
     return [{"id": s["doc"]["id"], "lang": s["doc"]["lang"], "prediction": s["filtered_resps"][0].strip()} for s in rows]
 
-# %% ../nbs/07a_evaluation_lm.ipynb #6b34379f
+# %% ../nbs/07a_evaluation_lm.ipynb #44db17a4
 def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
              tokenizer=None, local: bool | None = None, limit: float | None = 0.99, quick_n: int = 20, seed: int = 42,
-             batch_size: int = 8, tydiqa_stop: str = "token", add_bos_token: bool | None = False, device: str | None = None,
+             items_n: int = 300, item_accuracy: str = "cheap", batch_size: int = 8, tydiqa_stop: str = "token", add_bos_token: bool | None = False, device: str | None = None,
              out=None, log=print) -> dict:
     "Evaluate `model` (path, spec, or object with `tokenizer`) on `tasks` under `suite`; keywords follow `EvalCfg`. None off the main process."
     import lm_eval
     if suite not in SUITES: raise BadInput(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     if tydiqa_stop not in TYDIQA_STOPS: raise BadInput(f"eval.tydiqa_stop={tydiqa_stop!r}: use one of {', '.join(TYDIQA_STOPS)}")
     for t in tasks: lm_tasks(t, True)  # unknown names fail here, before any model is loaded
+    if suite == "items":  # the per-item gold-answer losses score our offline twins of the tasks (07c_item_metrics)
+        from tokclean.item_metrics import evaluate_items, item_task_names
+        for t in tasks: item_task_names(t, item_accuracy)
+        local = True
     local = offline() if local is None else local
     lm = lm_model(model, tokenizer, batch_size, device)
     state = _data_parallel(lm)
@@ -451,8 +455,10 @@ def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
     record = {"model": str(model) if isinstance(model, (str, Path)) else (getattr(lm.model, "name_or_path", "") or "in-memory model"),
               "suite": suite, "source": "local" if local else "hub", "seed": seed, "lm_eval": lm_eval.__version__,
               "limit": limit if suite == "paper" else None, "quick_n": quick_n if suite == "quick" else None,
+              **({"items_n": items_n, "item_accuracy": item_accuracy} if suite == "items" else {}),
               "tydiqa_stop": tydiqa_stop, "add_bos_token": add_bos_token, "tasks": {}}
-    for bench in tasks:
+    if suite == "items": record["tasks"] = evaluate_items(lm, tm, tasks, items_n, seed, item_accuracy, batch_size, add_bos_token, log)
+    for bench in (() if suite == "items" else tasks):
         names, b = lm_tasks(bench, local, tydiqa_stop), BENCHES[bench]
         lm.add_bos_token = True if bench == "tydiqa" else add_bos_token  # open-instruct encodes with the tokenizer's specials
         metric = b.paper_metric if suite in ("paper", "quick") else b.standard_metric
@@ -482,11 +488,11 @@ def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
     if out: write_json(out, record)
     return record
 
-# %% ../nbs/07a_evaluation_lm.ipynb #ca1e1cb2
+# %% ../nbs/07a_evaluation_lm.ipynb #2d812261
 def eval_kwargs(eval_cfg) -> dict:
     "The `evaluate` keyword arguments of an `EvalCfg`."
     return {k: getattr(eval_cfg, k) for k in ("suite", "tasks", "limit", "quick_n", "seed", "batch_size", "local", "tydiqa_stop",
-                                              "add_bos_token")}
+                                              "add_bos_token", "items_n", "item_accuracy")}
 
 # %% ../nbs/07a_evaluation_lm.ipynb #caa7ba04
 LOADERS = {"hellaswag": load_hellaswag, "boolq": load_boolq, "arc_challenge": load_arc_challenge, "logiqa": load_logiqa,

@@ -334,14 +334,20 @@ def _reference(run: Run, pool: SFTData, parts: list) -> str:
     as_ = cfg.model.reference_as
     return stage(run, "warmup/train", lambda: {**_train(run, cfg.model.base, warm.dataset, "models/warmup", as_), "saved_as": as_})["model"]
 
-# %% ../nbs/08_pipeline.ipynb #19c04c84
+# %% ../nbs/08_pipeline.ipynb #661e805a
 def heldout_losses(run: Run, models: dict) -> dict:
-    "Mean response-token loss of each model on `data.heldout` (every response token, the base model's tokenizer)."
+    """Mean response-token loss of each model on `data.heldout` (every response token, the base model's tokenizer), and per
+    sample (its response tokens' mean) with each sample's source, for paired comparisons between runs on the same samples."""
     cfg = run.cfg
     tok = load_tokenizer(cfg.model.base, **tokenizer_kwargs(cfg.model))
     held = load_sft(cfg.data.heldout, tok, **{**sft_kwargs(cfg.data), "limit": None}, seed=cfg.run.seed)
+    infos = {name: _scores(run, spec, held, name, progress=False) for name, spec in models.items()}
+    def per_sample(info):  # (S,) each sample's mean response-token loss
+        loss, offsets = _load_loss(info, held), response_offsets(held.dataset["n_response"])  # every sample has a response token
+        return [round(float(x), 6) for x in np.add.reduceat(loss, offsets[:-1]) / np.diff(offsets)]
     return {"data": cfg.data.heldout, "samples": len(held.dataset), "tokens": held.report.response_tokens,
-            "mean_loss": {name: _scores(run, spec, held, name, progress=False)["mean_loss"] for name, spec in models.items()}}
+            "mean_loss": {name: info["mean_loss"] for name, info in infos.items()},
+            "per_sample": {name: per_sample(info) for name, info in infos.items()}, "sources": list(held.dataset["source"])}
 
 # %% ../nbs/08_pipeline.ipynb #89385f58
 def eval_stage(run: Run, model: str, name: str = "eval") -> dict:

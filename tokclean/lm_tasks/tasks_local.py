@@ -8,3 +8,8 @@ from lm_eval.tasks.truthfulqa.utils import process_results_mc2 as truthfulqa_mc2
 from tokclean.evaluation import (language_mean, load_arc_challenge as arc_challenge, load_boolq as boolq,
                                  load_hellaswag as hellaswag, load_logiqa as logiqa, load_truthfulqa as truthfulqa,
                                  load_tydiqa as tydiqa, tydiqa_results)
+
+
+def logiqa_gold(doc) -> str:
+    "The correct option's text: the continuation whose loss the `items` suite measures."
+    return doc["options"][logiqa_target(doc)]
