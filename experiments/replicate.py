@@ -1,133 +1,344 @@
-"""A small-scale replication of Token Cleaning on a CPU: SmolLM2-135M-Instruct, real SFT data, five methods, several seeds.
+"""A replication of Token Cleaning whose confidence intervals say how far apart the methods are: SmolLM2-135M-Instruct, real SFT
+data, seven methods, three seeds, per-item metrics and paired bootstrap CIs.
 
-Data (all from the shared data folder, fixed slices, so every run sees the same samples):
-- pool (cleaned and trained on): Stanford Alpaca, Flan v2 CoT (GSM8K, StrategyQA, ECQA), OpenAssistant and Alpaca-GPT4,
-  interleaved with a fixed shuffle so that the self-evolving chunks mix the sources;
+Data (from the shared data folder, fixed slices, so every run sees the same samples):
+- pool (cleaned and trained on): Stanford Alpaca, Flan v2 CoT, OpenAssistant and Alpaca-GPT4, shuffled once so that the
+  self-evolving chunks mix the sources;
 - warm-up set (trains the reference, the paper's "DS2" high-quality set): Alpaca-GPT4 samples not in the pool;
-- held-out set: unseen samples of the same four sources.
-Methods at k = 0.6, each a tokclean pipeline run in its own run directory (resumable stage by stage):
-Full, Random, RHO, Fixed-Model, Self-Evolving (external warm-up, T = 4 rounds), plus the base and the warm-up model.
-A seed sets the LoRA initialisation, the training order and, for Random, which tokens are kept; the warm-up reference is
-trained once per seed and shared by that seed's methods.
-Every model is evaluated with the offline quick suite (--quick-n questions per benchmark) and its held-out response loss.
-Results go to --results as JSON (one record per method and seed); nbs/12_replication.ipynb renders them.
+- held-out set: unseen samples of the same four sources, the same number from each.
+One reference (the warm-up model, seed 42) is trained once and shared by every method and seed, as the authors' runs shared
+theirs. Methods at k = 0.6 (each a resumable tokclean pipeline): Full, Random, RHO, Fixed-Model, Self-Evolving (the shared
+reference as warm-up, every round evaluated), Forgetting and DFT-style weighting of all tokens. A seed sets the LoRA
+initialisation, the training order and, for Random, which tokens are kept.
+Every model is measured by the `items` suite (07c_item_metrics: the gold answer's loss on the same items of each benchmark,
+accuracy where it is cheap) and by its response loss on every held-out sample. Each method minus Full gets a paired bootstrap
+95% CI over seeds and items, and the minimum detectable effect (MDE) at that size.
 
-    python experiments/replicate.py                      # SmolLM2, 3 seeds: about 75 minutes on 2 CPU cores
-    python experiments/replicate.py --preset tiny --seeds 1 --pool 24 --warmup 8 --heldout 8 --quick-n 2 --max-len 512   # a smoke run
+    python experiments/replicate.py --plan                 # the sizes and the estimated CPU hours, runs nothing
+    python experiments/replicate.py                        # the CPU study (resumes; commit paper_figs/replication as it goes)
+    python experiments/replicate.py --preset gpu-smollm2   # the same study at 20,000 samples and full test sets, one GPU
+    python experiments/replicate.py --preset tiny          # the machinery on the random tiny model, about two minutes
 
-Re-running skips every finished stage and every finished evaluation, so a killed run resumes where it stopped;
-`--collect-only` writes the results of the runs finished so far (the file says whether the study is complete).
+Every finished unit (the base, the reference, one method at one seed) writes its measurements, with its CPU seconds, to
+`<results dir>/units/<name>.json`: small files meant to be committed. A later invocation, in this session or another, reuses
+them and runs only what is missing (a unit's pipeline also resumes stage by stage inside `--out`). `--collect-only` rebuilds
+`results.json` from the units alone.
 """
-import argparse, json, random, time
+import argparse, json, random, resource, time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from tokclean.config import get_config
 from tokclean.data import take_conversations
 from tokclean.evaluation import eval_kwargs, evaluate
 from tokclean.files import write_bytes, write_json
+from tokclean.item_metrics import paired_bootstrap
 from tokclean.pipeline import run_dir, run_pipeline
+from tokclean.scoring import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {  # name -> (data spec, share of the pool); held-out and warm-up rows come after the pool rows of each file
-    "stanford_alpaca": ("shared:sft/stanford_alpaca/alpaca_5000.json", 0.3),
-    "flan_v2_cot": (["shared:sft/flan_v2_cot/gsm8k_train.tsv", "shared:sft/flan_v2_cot/strategyqa_train.tsv",
-                     "shared:sft/flan_v2_cot/ecqa_train.tsv"], 0.3),
-    "oasst": ("shared:sft/oasst/en_100_tree.jsonl", 0.2),
-    "alpaca_gpt4": ("alpaca-gpt4-demo", 0.2),
+FLAN = [f"shared:sft/flan_v2_cot/{f}_train.tsv" for f in ("gsm8k", "strategyqa", "ecqa")]
+FLAN_LARGE = [f"shared:sft/flan_v2_cot/{f}_train.tsv" for f in ("gsm8k", "ecqa", "creak", "sensemaking")]  # 6,000+ rows each
+SOURCES = {"stanford_alpaca": "shared:sft/stanford_alpaca/alpaca_5000.json", "flan_v2_cot": FLAN, "oasst": "shared:sft/oasst/en_100_tree.jsonl",
+           "alpaca_gpt4": "alpaca-gpt4-demo"}
+# name -> (run.pipeline, its other overrides); Random also takes each seed as select.seed (a new random mask per seed)
+METHODS = {"full": ("full", ()), "random": ("random", ()), "rho": ("rho", ()), "fixed": ("fixed", ()),
+           "self-evolving": ("self-evolving", ("eval.rounds=true",)), "forgetting": ("forgetting", ()),
+           "dft": ("full", ("train.token_weighting=dft",))}
+CORE = ("full", "random", "rho", "fixed", "self-evolving")  # the paper's methods; the budget of a study is sized for these
+REFERENCE_SEED = 42
+
+
+@dataclass(frozen=True)
+class Study:
+    "The sizes of one study and the config it runs under."
+    config: str  # the tokclean preset
+    pool: dict  # source -> pool samples
+    heldout: int  # held-out samples per source
+    warmup: int  # Alpaca-GPT4 samples that train the reference
+    max_len: int
+    items_n: int  # items per benchmark (more than a test set holds: all of it)
+    item_accuracy: str = "cheap"
+    rounds: int = 2  # self-evolving rounds T
+    seeds: tuple = (41, 42, 43)
+    methods: tuple = tuple(METHODS)
+    tasks: tuple | None = None  # None: the paper's seven benchmarks
+    flan: list = field(default_factory=lambda: FLAN)
+    over: tuple = ()  # further config overrides
+    rates: dict = field(default_factory=dict)  # for --plan: seconds of the machine it was sized for (see `plan`)
+
+
+# Wall seconds on the 2-core CPU machine (SmolLM2-135M-Instruct, fp32), measured 2026-12-01: the `items` suite on 20 items of
+# each benchmark of the base model (315.6 s wall, 550.7 CPU s; TruthfulQA also on 60, which gave its set-up and per-item parts),
+# a bare forward of 8 x 300 tokens (240 tokens/s; bf16 is 4.5 times slower here), training taken as three forwards per token.
+CPU_RATES = {"item_s": {"truthfulqa_mc2": 0.81, "tydiqa": 5.0, "logiqa": 0.67, "mmlu": 3.0, "hellaswag": 1.2, "arc_challenge": 0.28,
+                        "boolq": 0.76}, "bench_setup_s": 5.0, "mmlu_setup_s": 40.0, "train_tok_s": 80.0, "score_tok_s": 240.0,
+             "tokens_per_sample": 170, "load_s": 15.0, "cpu_per_wall": 1.75}
+# One H200, bf16, NOT measured (no device was lent): assumed 150k training and 1M scoring tokens/s for a 135M model at batch 64,
+# lm-eval at 2,000 requests/s (TyDiQA's F1 generation at 100/s). Replace them with a measured run's numbers once a device is lent.
+GPU_RATES = {"item_s": {"truthfulqa_mc2": 1 / 2000, "tydiqa": 1 / 2000, "logiqa": 1 / 2000, "mmlu": 1 / 2000, "hellaswag": 4 / 2000,
+                        "arc_challenge": 4 / 2000, "boolq": 1 / 2000}, "bench_setup_s": 3.0, "mmlu_setup_s": 20.0, "train_tok_s": 150000.0,
+             "score_tok_s": 1000000.0, "tokens_per_sample": 230, "load_s": 3.0, "cpu_per_wall": 1.0}
+TEST_SETS = {"truthfulqa_mc2": 817, "tydiqa": 5077, "logiqa": 651, "mmlu": 14042, "hellaswag": 10042, "arc_challenge": 1172, "boolq": 3270}
+
+STUDIES = {
+    # Sized to about 3 CPU hours (getrusage) for the five core methods on the 2-core machine (see --plan): SmolLM2 forwards 240
+    # tokens/s there, and the benchmarks' prompts (5-shot MMLU, multilingual TyDiQA passages) cost 0.3-5 s per item, so the items
+    # per benchmark are what the budget leaves after training. Forgetting and DFT come after the core methods, beyond the budget.
+    "cpu": Study("demo", {"stanford_alpaca": 14, "flan_v2_cot": 14, "oasst": 10, "alpaca_gpt4": 10}, heldout=25, warmup=32, max_len=256,
+                 items_n=10, rates=CPU_RATES, over=("train.batch_size=4",)),  # 4 x 256 tokens: the demo's 8 x 512 fp32 limit halved twice
+    "gpu-smollm2": Study("demo", {"stanford_alpaca": 4600, "flan_v2_cot": 15000, "oasst": 250, "alpaca_gpt4": 150}, heldout=250,
+                         warmup=600, max_len=512, items_n=100_000, rounds=4, flan=FLAN_LARGE, rates=GPU_RATES,
+                         over=("model.device=cuda", "model.dtype=bfloat16", "score.dtype=bfloat16", "score.batch_size=64",
+                               "score.shard_size=2048", "train.batch_size=16", "train.global_batch=64", "eval.batch_size=64")),
+    "tiny": Study("tiny", {"stanford_alpaca": 8, "flan_v2_cot": 8, "oasst": 4, "alpaca_gpt4": 4}, heldout=3, warmup=8, max_len=96,
+                  items_n=3, seeds=(41,), tasks=("boolq", "arc_challenge"), rates=CPU_RATES),
 }
-METHODS = ("full", "random", "rho", "fixed", "self-evolving")
 
 
-def build_data(out: Path, pool: int, warmup: int, heldout: int) -> dict:
+def build_data(out: Path, study: Study) -> dict:
     "Write pool.jsonl, warmup.jsonl and heldout.jsonl (messages format) under `out`; return their paths."
     sets = {"pool": [], "warmup": [], "heldout": []}
-    for name, (spec, share) in SOURCES.items():
-        n_pool, n_held = round(pool * share), heldout // len(SOURCES)
-        n_warm = warmup if name == "alpaca_gpt4" else 0
-        rows = take_conversations(spec, n_pool + n_held + n_warm)
+    for name, spec in SOURCES.items():
+        spec = study.flan if name == "flan_v2_cot" else spec
+        n_pool, n_warm = study.pool[name], study.warmup if name == "alpaca_gpt4" else 0
+        rows = [{**r, "study_source": name} for r in take_conversations(spec, n_pool + study.heldout + n_warm)]  # per-source results by these names
         sets["pool"] += rows[:n_pool]
-        sets["heldout"] += rows[n_pool : n_pool + n_held]
-        sets["warmup"] += rows[n_pool + n_held :]
+        sets["heldout"] += rows[n_pool : n_pool + study.heldout]
+        sets["warmup"] += rows[n_pool + study.heldout :]
     random.Random(0).shuffle(sets["pool"])  # mixed chunks for self-evolving; fixed, so every run sees the same order
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, rows in sets.items():
         paths[name] = out / f"{name}.jsonl"
-        text = "".join(json.dumps({"source": r["source"], "messages": r["messages"]}) + "\n" for r in rows)
+        text = "".join(json.dumps({"source": r["study_source"], "messages": r["messages"]}) + "\n" for r in rows)
         if not paths[name].exists() or paths[name].read_text() != text: write_bytes(paths[name], text.encode())  # atomic, only if new
     return {k: str(v) for k, v in paths.items()}
 
 
-def evaluated(model: str, cfg, path: Path, log) -> dict:
-    "The evaluation of `model`, from `path` if it was done before."
-    if path.exists(): return json.loads(path.read_text())
-    rec = evaluate(model, **eval_kwargs(cfg.eval), log=log)
-    write_json(path, rec)
-    return rec
+def plan(study: Study, done: set = frozenset()) -> dict:
+    "Estimated seconds of each part of `study` (wall, and CPU on the machine the rates are for), leaving out the units in `done`."
+    r, tasks = study.rates, study.tasks or tuple(TEST_SETS)
+    items = {t: min(study.items_n, TEST_SETS[t]) for t in tasks}
+    accuracy_extra = {"truthfulqa_mc2": 4, "logiqa": 4, "tydiqa": 3} if study.item_accuracy == "all" else {}  # every choice, or F1's generation
+    one_eval = sum(items[t] * r["item_s"][t] * (1 + accuracy_extra.get(t, 0)) + (r["mmlu_setup_s"] if t == "mmlu" else r["bench_setup_s"])
+                   for t in tasks)
+    pool_tok = sum(study.pool.values()) * r["tokens_per_sample"]
+    held_s = 4 * study.heldout * r["tokens_per_sample"] / r["score_tok_s"]
+    train_s = lambda samples: samples * r["tokens_per_sample"] / r["train_tok_s"] + r["load_s"]
+    units = {"base": one_eval + held_s + r["load_s"],
+             "reference": train_s(study.warmup) + 2 * held_s + one_eval + 2 * pool_tok / r["score_tok_s"]}
+    for seed in study.seeds:
+        for m in study.methods:
+            s = train_s(sum(study.pool.values()) * (study.rounds / (study.rounds + 1) if m == "self-evolving" else 1))
+            if m == "self-evolving": s += study.rounds * (one_eval + r["load_s"]) + 2 * pool_tok / r["score_tok_s"]
+            else: s += one_eval
+            units[f"{m}-s{seed}"] = s + held_s
+    todo = {k: v for k, v in units.items() if k not in done}
+    hours = lambda names: {"wall_h": round(sum(todo[n] for n in names) / 3600, 2),
+                           "cpu_h": round(sum(todo[n] for n in names) * r["cpu_per_wall"] / 3600, 2)}
+    core = [n for n in todo if n.rsplit("-s", 1)[0] not in METHODS or n.rsplit("-s", 1)[0] in CORE]
+    return {"units": len(units), "to_run": len(todo), "eval_s_per_model": round(one_eval), "items": items,
+            "core": hours(core), "all": hours(list(todo))}
+
+
+def cpu_seconds() -> float:
+    "User + system CPU seconds of this process and its finished children."
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measured(rec: dict) -> dict:
+    "The per-item measurements of an evaluation record: bench -> {id, loss, acc?}."
+    return {b: {k: v["items"][k] for k in ("id", "loss", "acc") if k in v["items"]} for b, v in rec["tasks"].items()}
+
+
+def heldout_of(manifest: dict, pipeline: str) -> dict:
+    "Per-sample held-out losses of a run's model and the base, with each sample's source."
+    h = manifest["stages"]["heldout"]
+    return {"loss": h["per_sample"][pipeline], "base": h["per_sample"]["base"], "sources": h["sources"], "mean": h["mean_loss"][pipeline]}
+
+
+def spread(manifest: dict, tag: str) -> dict | None:
+    "How far the reference of score stage `tag` is from its base: mean |loss_base - loss_ref| per token, share over 0.1."
+    st = manifest["stages"]
+    if f"{tag}/score_ref" not in st: return None
+    base, ref = (load_scores(st[f"{tag}/score_{w}"]["path"]).loss.astype(np.float64) for w in ("base", "ref"))
+    d = np.abs(base - ref)
+    return {"mean_abs_diff": round(float(d.mean()), 5), "share_over_0.1": round(float((d > 0.1).mean()), 4), "tokens": int(d.size)}
+
+
+class Units:
+    "The finished units of a study, one small JSON each under `dir`: reused by any later invocation."
+
+    def __init__(self, dir: Path): self.dir = dir; dir.mkdir(parents=True, exist_ok=True)
+    def path(self, name: str) -> Path: return self.dir / f"{name}.json"
+    def get(self, name: str) -> dict | None: return json.loads(self.path(name).read_text()) if self.path(name).exists() else None
+    def names(self) -> set: return {p.stem for p in self.dir.glob("*.json")}
+
+    def run(self, name: str, fn, log) -> dict:
+        "The unit `name`: read back, or computed by `fn` (which returns its record) and written with its CPU and wall seconds."
+        if (rec := self.get(name)) is not None: return rec
+        c0, t0 = cpu_seconds(), time.time()
+        rec = fn()
+        rec = {"unit": name, **rec, "cpu_s": round(cpu_seconds() - c0, 1), "wall_s": round(time.time() - t0, 1)}
+        write_json(self.path(name), rec)
+        log(f"unit {name} done: {rec['cpu_s']:.0f} CPU s, {rec['wall_s']:.0f} s")
+        return rec
+
+
+def run_study(study: Study, out: Path, results: Path, collect_only: bool = False, log=print) -> dict:
+    "Run (or resume) every unit of `study`, then write and return `results.json`."
+    units = Units(results.parent / "units")
+    data = build_data(out / "data", study)
+    common = [f"data.pool={data['pool']}", f"data.warmup={data['warmup']}", f"data.heldout={data['heldout']}", f"data.max_len={study.max_len}",
+              "run.warmup_mode=external", f"run.rounds={study.rounds}", "select.k=0.6", "eval.suite=items", f"eval.items_n={study.items_n}",
+              f"eval.item_accuracy={study.item_accuracy}", "eval.local=true", f"run.out_dir={out}", f"score.cache_dir={out / 'scores'}",
+              *([f"eval.tasks={','.join(study.tasks)}"] if study.tasks else []), *study.over]
+    cfg = lambda *over: get_config(study.config, overrides=[*common, *over])
+    def unit(name, fn):
+        "A finished unit, or (unless collecting only) one run now; results.json is rewritten after each new one."
+        if collect_only or units.get(name) is not None: return units.get(name)
+        rec = units.run(name, fn, log)
+        write_json(results, collect(study, units))
+        return rec
+
+    base_cfg = cfg()
+    unit("base", lambda: {"method": "base", "eval": measured(evaluate(base_cfg.model.base, **eval_kwargs(base_cfg.eval), log=log))})
+    ref_cfg = cfg(f"run.seed={REFERENCE_SEED}", "run.pipeline=warmup", "run.name=reference", "eval.enabled=true")
+
+    def reference():
+        m = run_pipeline(ref_cfg, log=log)
+        rec = json.loads((run_dir(ref_cfg) / "eval.json").read_text())
+        return {"method": "reference", "seed": REFERENCE_SEED, "model_sha256": m["stages"]["warmup/train"]["model_sha256"],
+                "eval": measured(rec), "heldout": heldout_of(m, "warmup")}
+    ref = unit("reference", reference)
+    ref_model = str(run_dir(ref_cfg) / "models" / "warmup")
+    if not collect_only:
+        m = run_pipeline(ref_cfg, log=log)  # a finished run returns at once; in a new checkout it trains the reference again
+        if m["stages"]["warmup/train"]["model_sha256"] != ref["model_sha256"]:
+            raise RuntimeError(f"the reference trained now ({m['stages']['warmup/train']['model_sha256'][:12]}) differs from the one the "
+                               f"finished units used ({ref['model_sha256'][:12]}): delete {units.dir} to start the study afresh")
+        ref_model = m["final_model"]
+
+    def method_unit(method: str, seed: int):
+        pipe, extra = METHODS[method]
+        run_cfg = cfg(f"run.seed={seed}", f"run.pipeline={pipe}", f"run.name={method}-s{seed}", "eval.enabled=true",
+                      f"model.reference={ref_model}", *([f"select.seed={seed}"] if method == "random" else []), *extra)
+        m = run_pipeline(run_cfg, log=log)
+        d, st = run_dir(run_cfg), m["stages"]
+        rec = {"method": method, "seed": seed, "reference_sha256": ref["model_sha256"], "eval": measured(json.loads((d / "eval.json").read_text())),
+               "heldout": heldout_of(m, pipe),
+               "kept_tokens": sum(v["kept_tokens"] for k, v in st.items() if k.endswith("/train")),
+               "response_tokens": st["data"]["response_tokens"]}
+        if method == "self-evolving":
+            rec["rounds"] = [{"round": t, "eval": measured(json.loads((d / f"eval_round_{t}.json").read_text()))} for t in range(1, study.rounds)]
+            rec["round_spread"] = [spread(m, f"round_{t}") for t in range(1, study.rounds + 1)]
+        if method in ("fixed", "rho", "forgetting"): rec["spread"] = spread(m, pipe)
+        return rec
+    for core in (True, False):  # every seed of the paper's methods first: an interrupted study has their pairs complete
+        for seed in study.seeds:
+            for method in (m for m in study.methods if (m in CORE) == core): unit(f"{method}-s{seed}", lambda: method_unit(method, seed))
+    res = collect(study, units)
+    write_json(results, res)
+    log(f"wrote {results}: {res['units_finished']}")
+    return res
+
+
+def compare(a: list[dict], b: list[dict], better: str) -> dict:
+    "Paired bootstrap of metric arrays `a` minus `b` (one per seed, same items), with which way is better."
+    r = paired_bootstrap(np.array(a), np.array(b))
+    wins = r["ci_high"] < 0 if better == "lower" else r["ci_low"] > 0
+    loses = r["ci_low"] > 0 if better == "lower" else r["ci_high"] < 0
+    return {**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}, "better": better,
+            "verdict": "better" if wins else "worse" if loses else "no detectable difference"}
+
+
+def metrics_of(rec: dict) -> dict:
+    "metric name -> (per-item values, which way is better) of a unit: gold loss and accuracy per benchmark, held-out loss per source."
+    out = {}
+    for bench, v in rec["eval"].items():
+        out[f"{bench}/gold_loss"] = (v["loss"], "lower")
+        if "acc" in v: out[f"{bench}/accuracy"] = (v["acc"], "higher")
+    out["all benchmarks/gold_loss"] = ([x for v in rec["eval"].values() for x in v["loss"]], "lower")  # every item, each benchmark's n
+    if "heldout" in rec:
+        h = rec["heldout"]
+        out["heldout/loss"] = (h["loss"], "lower")
+        for s in sorted(set(h["sources"])):
+            out[f"heldout/{s}"] = ([x for x, src in zip(h["loss"], h["sources"]) if src == s], "lower")
+    return out
+
+
+def contrast(units: dict, a: str, b: str, seeds) -> dict:
+    "Every metric of method `a` minus method `b`, paired by seed and item, over the seeds both finished."
+    both = [s for s in seeds if f"{a}-s{s}" in units and f"{b}-s{s}" in units]
+    if not both: return {}
+    ma = [metrics_of(units[f"{a}-s{s}"]) for s in both]
+    mb = [metrics_of(units[f"{b}-s{s}"]) for s in both]
+    return {k: {**compare([m[k][0] for m in ma], [m[k][0] for m in mb], ma[0][k][1]), "seeds_used": both} for k in ma[0]}
+
+
+def collect(study: Study, units_store: Units) -> dict:
+    "results.json: sizes, seeds, CPU time, score spread, and each method minus Full (and the paper's two contrasts) per metric."
+    units = {n: units_store.get(n) for n in sorted(units_store.names())}
+    expected = ["base", "reference", *(f"{m}-s{s}" for s in study.seeds for m in study.methods)]
+    refs = {u.get("reference_sha256") for u in units.values() if u.get("reference_sha256")}
+    if len(refs) > 1: raise RuntimeError(f"{units_store.dir}: units trained against {len(refs)} different references; start afresh")
+    vs_full = {m: contrast(units, m, "full", study.seeds) for m in study.methods if m != "full"}
+    contrasts = {"fixed - rho": contrast(units, "fixed", "rho", study.seeds),
+                 "self-evolving - fixed": contrast(units, "self-evolving", "fixed", study.seeds)}
+    if "base" in units and "reference" in units:  # the reference's own effect on the benchmarks (one model each: items only)
+        contrasts["reference - base"] = {k: compare([v[0]], [metrics_of(units["base"])[k][0]], v[1])
+                                         for k, v in metrics_of(units["reference"]).items() if k in metrics_of(units["base"])}
+    rounds = []
+    for s in study.seeds:  # round 0: the reference the rounds start from; round T: the final model
+        se = units.get(f"self-evolving-s{s}")
+        if se is None or "reference" not in units: continue
+        steps = [units["reference"]["eval"], *(r["eval"] for r in se["rounds"]), se["eval"]]
+        for t, ev in enumerate(steps):
+            rounds.append({"seed": s, "round": t, **{b: round(float(np.mean(v["loss"])), 5) for b, v in ev.items()},
+                           "spread": se["round_spread"][t - 1]["mean_abs_diff"] if t else None})
+    spreads = {u["unit"]: u["spread"] for u in units.values() if u.get("spread")}
+    counted = [u for u in units.values() if u["unit"] in expected]
+    return {"study": {k: v for k, v in study.__dict__.items() if k != "rates"}, "preset": study.config, "seeds": list(study.seeds),
+            "reference_seed": REFERENCE_SEED, "sizes": {"pool": sum(study.pool.values()), "pool_by_source": study.pool, "heldout_per_source": study.heldout,
+            "warmup": study.warmup, "max_len": study.max_len, "items_per_benchmark": {b: len(v["loss"]) for b, v in units["base"]["eval"].items()} if "base" in units else {}},
+            "sources": {k: (study.flan if k == "flan_v2_cot" else v) for k, v in SOURCES.items()}, "methods": list(study.methods),
+            "complete": all(n in units for n in expected), "units_finished": f"{len(counted)} of {len(expected)}",
+            "missing": [n for n in expected if n not in units],
+            "cpu_hours": round(sum(u["cpu_s"] for u in counted) / 3600, 3), "wall_hours": round(sum(u["wall_s"] for u in counted) / 3600, 3),
+            "plan": plan(study), "score_spread": spreads, "vs_full": vs_full, "contrasts": contrasts, "rounds": rounds,
+            "kept_share": {u["unit"]: round(u["kept_tokens"] / u["response_tokens"], 4) for u in counted if u.get("response_tokens")},
+            "means": {u["unit"]: {k: round(float(np.mean(v[0])), 5) for k, v in metrics_of(u).items()} for u in counted}}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="demo", help="demo: SmolLM2-135M-Instruct; tiny: the random test model")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--pool", type=int, default=120)
-    ap.add_argument("--warmup", type=int, default=64)
-    ap.add_argument("--heldout", type=int, default=96)
-    ap.add_argument("--quick-n", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--max-len", type=int, default=None, help="data.max_len (default: the preset's)")
-    ap.add_argument("--collect-only", action="store_true", help="only gather the runs that have finished into --results")
-    ap.add_argument("--tasks", default=None, help="comma-separated benchmarks (default: the paper's seven)")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "replication"), help="run directories and data")
-    ap.add_argument("--results", default=str(ROOT / "paper_figs" / "replication" / "results.json"))
+    ap.add_argument("--preset", default="cpu", choices=list(STUDIES))
+    ap.add_argument("--plan", action="store_true", help="print the sizes and the estimated hours; run nothing")
+    ap.add_argument("--collect-only", action="store_true", help="only rebuild --results from the finished units")
+    ap.add_argument("--seeds", type=int, default=None, help="the first N seeds of the preset")
+    ap.add_argument("--methods", default=None, help="comma-separated methods (default: all seven)")
+    ap.add_argument("--out", default=None, help="run directories and data (default: runs/replication-<preset>)")
+    ap.add_argument("--results", default=None, help="results file (default: paper_figs/replication[-<preset>]/results.json)")
     args = ap.parse_args()
-    out, t0 = Path(args.out), time.time()
-    data = build_data(out / "data", args.pool, args.warmup, args.heldout)
-    log = lambda s: print(f"[{time.time() - t0:7.0f} s] {s}", flush=True)
-    common = [f"data.pool={data['pool']}", f"data.warmup={data['warmup']}", f"data.heldout={data['heldout']}",
-              *([f"data.max_len={args.max_len}"] if args.max_len else []), "run.warmup_mode=external", f"run.rounds={args.rounds}", "select.k=0.6",
-              "select.seed=42",  # used only by Random, which overrides it with each seed; pinned so the first study's runs resume
-              "eval.suite=quick", f"eval.quick_n={args.quick_n}", *([f"eval.tasks={args.tasks}"] if args.tasks else []), "eval.local=true", f"run.out_dir={out}",
-              f"score.cache_dir={out / 'scores'}"]
-    cfg = lambda *over: get_config(args.preset, overrides=[*common, *over])
-
-    def pipeline(run_cfg):
-        "Run (or resume) a pipeline; with --collect-only, only read it back if it has finished."
-        if not args.collect_only: return run_pipeline(run_cfg, log=log)
-        mf = run_dir(run_cfg) / "manifest.json"
-        m = json.loads(mf.read_text()) if mf.exists() else {"stages": {}}
-        return m if "done" in m["stages"] else None
-
-    def scores(model, path):
-        if args.collect_only: return json.loads(path.read_text()) if path.exists() else None
-        return evaluated(model, base_cfg, path, log)
-
-    base_cfg = cfg()
-    base = scores(base_cfg.model.base, out / "eval_base.json")
-    records = [{**base, "method": "Base", "seed": None}] if base else []
-    for seed in range(41, 41 + args.seeds):
-        warm_cfg = cfg(f"run.seed={seed}", "run.pipeline=warmup")
-        warm = pipeline(warm_cfg)
-        if warm is None: continue
-        ref, held = warm["final_model"], warm["stages"]["heldout"]["mean_loss"]
-        if records and records[0]["method"] == "Base": records[0]["heldout_loss"] = held["base"]
-        if (rec := scores(ref, run_dir(warm_cfg) / "eval.json")) is not None:
-            records.append({**rec, "method": "Warm-up (reference)", "seed": seed, "heldout_loss": held["warmup"]})
-        for method in METHODS:
-            run_cfg = cfg(f"run.seed={seed}", f"run.pipeline={method}", "eval.enabled=true", f"model.reference={ref}",
-                          *([f"select.seed={seed}"] if method == "random" else []))  # a new random mask per seed
-            if (m := pipeline(run_cfg)) is None: continue
-            rec = json.loads((run_dir(run_cfg) / "eval.json").read_text())
-            kept = sum(v["kept_tokens"] for k, v in m["stages"].items() if k.endswith("/train") and not k.startswith("warmup"))
-            records.append({**rec, "method": method, "seed": seed, "heldout_loss": m["stages"]["heldout"]["mean_loss"][method],
-                            "kept_tokens": kept})
-    expected = 1 + args.seeds * (1 + len(METHODS))
-    result = {"preset": args.preset, "seeds": list(range(41, 41 + args.seeds)), "sizes": {"pool": args.pool, "warmup": args.warmup,
-              "heldout": args.heldout}, "quick_n": args.quick_n, "rounds": args.rounds, "sources": {k: v[0] for k, v in SOURCES.items()},
-              "complete": len(records) == expected, "runs_finished": f"{len(records)} of {expected}",
-              "seconds_this_invocation": round(time.time() - t0, 1), "records": records}
-    write_json(Path(args.results), result)
-    log(f"wrote {args.results}")
+    study = STUDIES[args.preset]
+    if args.seeds: study = replace(study, seeds=study.seeds[: args.seeds])
+    if args.methods:
+        if unknown := set(args.methods.split(",")) - set(METHODS): ap.error(f"--methods: unknown {', '.join(sorted(unknown))}; use some of {', '.join(METHODS)}")
+        study = replace(study, methods=tuple(m for m in METHODS if m in args.methods.split(",")))
+    suffix = "" if args.preset == "cpu" else f"-{args.preset}"
+    out = Path(args.out or ROOT / "runs" / f"replication{suffix}")
+    results = Path(args.results or ROOT / "paper_figs" / f"replication{suffix}" / "results.json")
+    if args.plan:
+        print(json.dumps({"preset": args.preset, "sizes": {"pool": sum(study.pool.values()), "heldout": 4 * study.heldout, "warmup": study.warmup,
+                          "max_len": study.max_len}, "seeds": study.seeds, "methods": study.methods,
+                          **plan(study, Units(results.parent / "units").names())}, indent=1))
+        return
+    t0 = time.time()
+    run_study(study, out, results, args.collect_only, log=lambda s: print(f"[{time.time() - t0:7.0f} s] {s}", flush=True))
 
 
 if __name__ == "__main__":
