@@ -1,7 +1,7 @@
 """Scoring as a user runs it: several processes through accelerate, and a run killed part-way then resumed.
 Both must give the bit-identical loss array of an uninterrupted single-process run (sha256 of loss.npy) with the same
 number of CPU threads per process (thread count changes the order of float reductions)."""
-import json, os, signal, subprocess, time
+import json, os, shutil, signal, subprocess, time
 
 import numpy as np
 from pathlib import Path
@@ -60,11 +60,13 @@ def test_killed_run_resumes_identically(reference, tmp_path, trial):
 
 
 def test_corrupted_cache_is_recomputed(reference, tmp_path):
-    first = score(tmp_path)
-    loss = next(tmp_path.glob("*/loss.npy"))
+    shutil.copytree(reference["_dir"], tmp_path / reference["_dir"].name)  # a finished cache of the same data, as `score` left it
+    loss = tmp_path / reference["_dir"].name / "loss.npy"
     loss.write_bytes(loss.read_bytes()[:-8])  # truncate: the checksum no longer matches
     again = score(tmp_path)
-    assert again["sha256"]["loss.npy"] == first["sha256"]["loss.npy"] == reference["sha256"]["loss.npy"]
+    assert again["_dir"] == tmp_path / reference["_dir"].name  # the damaged folder itself was repaired
+    assert again["sha256"]["loss.npy"] == reference["sha256"]["loss.npy"]
+    assert np.load(again["_dir"] / "loss.npy").size == reference["n_tokens"]
 
 
 def start(cache: Path, threads: int = 1) -> subprocess.Popen:
