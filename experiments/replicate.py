@@ -333,9 +333,15 @@ def main():
     out = Path(args.out or ROOT / "runs" / f"replication{suffix}")
     results = Path(args.results or ROOT / "paper_figs" / f"replication{suffix}" / "results.json")
     if args.plan:
+        units = Units(results.parent / "units")
+        finished = [units.get(n) for n in units.names()]
+        method_cpu = [u["cpu_s"] for u in finished if u.get("method") in METHODS]
+        measured = {} if not method_cpu else {  # the finished units' own CPU seconds, projected onto the units still to run
+            "finished_cpu_h": round(sum(u["cpu_s"] for u in finished) / 3600, 2), "cpu_s_per_method_unit": round(float(np.mean(method_cpu))),
+            "projected_total_cpu_h": round((sum(u["cpu_s"] for u in finished) + np.mean(method_cpu) * plan(study, units.names())["to_run"]) / 3600, 2)}
         print(json.dumps({"preset": args.preset, "sizes": {"pool": sum(study.pool.values()), "heldout": 4 * study.heldout, "warmup": study.warmup,
                           "max_len": study.max_len}, "seeds": study.seeds, "methods": study.methods,
-                          **plan(study, Units(results.parent / "units").names())}, indent=1))
+                          **plan(study, units.names()), **({"measured": measured} if measured else {})}, indent=1))
         return
     t0 = time.time()
     run_study(study, out, results, args.collect_only, log=lambda s: print(f"[{time.time() - t0:7.0f} s] {s}", flush=True))
