@@ -290,8 +290,8 @@ def collect(study: Study, units_store: Units) -> dict:
     contrasts = {"fixed - rho": contrast(units, "fixed", "rho", study.seeds),
                  "self-evolving - fixed": contrast(units, "self-evolving", "fixed", study.seeds)}
     if "base" in units and "reference" in units:  # the reference's own effect on the benchmarks (one model each: items only)
-        contrasts["reference - base"] = {k: compare([v[0]], [metrics_of(units["base"])[k][0]], v[1])
-                                         for k, v in metrics_of(units["reference"]).items() if k in metrics_of(units["base"])}
+        base = metrics_of(units["base"])
+        contrasts["reference - base"] = {k: compare([v[0]], [base[k][0]], v[1]) for k, v in metrics_of(units["reference"]).items() if k in base}
     rounds = []
     for s in study.seeds:  # round 0: the reference the rounds start from; round T: the final model
         se = units.get(f"self-evolving-s{s}")
