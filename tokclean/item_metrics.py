@@ -4,7 +4,7 @@
 
 # %% ../nbs/07c_item_metrics.ipynb #5420858b
 from __future__ import annotations
-import time
+import math, time
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -14,7 +14,7 @@ from .files import BadInput
 
 # %% auto #0
 __all__ = ['ITEM_TASKS', 'ACCURACY', 'ItemTask', 'item_task_names', 'gold_request', 'item_losses', 'evaluate_items', 'mde',
-           'paired_bootstrap']
+           'sign_test_floor', 'paired_bootstrap']
 
 # %% ../nbs/07c_item_metrics.ipynb #a9b96bd6
 @dataclass(frozen=True)
@@ -117,6 +117,12 @@ def mde(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
     return float((z(1 - alpha / 2) + z(power)) * se)
 
 
+def sign_test_floor(pairs: int, alpha: float = 0.05) -> float:
+    "The smallest accuracy difference over `pairs` paired items that an exact two-sided sign test can call significant."
+    flips = math.ceil(math.log2(2 / alpha))  # discordant items, all one way: 6 at alpha 0.05 (p = 2 · 0.5^6 = 0.031)
+    return flips / pairs
+
+
 def paired_bootstrap(a, b, iters: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
     "Mean of `a - b` over (seeds, items), its percentile bootstrap CI (seeds and items resampled, pairs kept), SE and MDE."
     a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
@@ -130,5 +136,8 @@ def paired_bootstrap(a, b, iters: int = 2000, seed: int = 0, alpha: float = 0.05
         draws[k] = d[rows][:, rng.integers(0, I, I)].mean()
     se = float(draws.std(ddof=1))
     lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "se": se, "mde": mde(se, alpha),
+    smallest = mde(se, alpha)
+    if np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():  # accuracy: with no item flipped the SE is 0, not the MDE
+        smallest = max(smallest, sign_test_floor(d.size, alpha))
+    return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "se": se, "mde": smallest,
             "seeds": S, "items": I, "excludes_0": bool(lo > 0 or hi < 0)}
