@@ -176,10 +176,13 @@ def spread(manifest: dict, tag: str) -> dict | None:
 class Units:
     "The finished units of a study, one small JSON each under `dir`: reused by any later invocation."
 
-    def __init__(self, dir: Path): self.dir = dir; dir.mkdir(parents=True, exist_ok=True)
+    REBUILDS = "reference_rebuilds"  # beside the units, not one: the references trained again and accepted (`accept_rebuild`)
+
+    def __init__(self, dir: Path): self.dir = dir
     def path(self, name: str) -> Path: return self.dir / f"{name}.json"
     def get(self, name: str) -> dict | None: return json.loads(self.path(name).read_text()) if self.path(name).exists() else None
-    def names(self) -> set: return {p.stem for p in self.dir.glob("*.json")}
+    def names(self) -> set: return {p.stem for p in self.dir.glob("*.json")} - {self.REBUILDS}
+    def rebuilds(self) -> list: return self.get(self.REBUILDS) or []
 
     def run(self, name: str, fn, log) -> dict:
         "The unit `name`: read back, or computed by `fn` (which returns its record) and written with its CPU and wall seconds."
@@ -259,12 +262,12 @@ def reference_drift(old: dict, new: dict) -> float:
 
 def accept_rebuild(units: Units, old: dict, new: dict, log) -> None:
     "Let a reference trained again (another machine) stand in for the stored one if it is the same model to REBUILD_TOLERANCE."
-    drift, path = reference_drift(old, new), units.dir / "reference_rebuilds.json"
+    drift, path = reference_drift(old, new), units.path(units.REBUILDS)
     sha, was = new["model_sha256"][:12], old["model_sha256"][:12]
     if drift > REBUILD_TOLERANCE:
         raise RuntimeError(f"the reference trained now ({sha}) differs from the one the finished units used ({was}) by up to {drift:.2g} "
                            f"nats per item (tolerance {REBUILD_TOLERANCE:g}): delete {units.dir} to start the study afresh")
-    rebuilds = json.loads(path.read_text()) if path.exists() else []
+    rebuilds = units.rebuilds()
     if new["model_sha256"] not in {r["model_sha256"] for r in rebuilds}:
         rebuilds.append({"model_sha256": new["model_sha256"], "of": old["model_sha256"], "max_abs_loss_diff": drift,
                          "versions": new.get("versions"), "date": time.strftime("%Y-%m-%d")})
@@ -310,7 +313,7 @@ def collect(study: Study, units_store: Units) -> dict:
     "results.json: sizes, seeds, CPU time, score spread, and each method minus Full (and the paper's two contrasts) per metric."
     units = {n: units_store.get(n) for n in sorted(units_store.names())}
     expected = ["base", "reference", *(f"{m}-s{s}" for s in study.seeds for m in study.methods)]
-    rebuilds = units.pop("reference_rebuilds", None) or []
+    rebuilds = units_store.rebuilds()
     known = {units["reference"]["model_sha256"]} | {r["model_sha256"] for r in rebuilds} if "reference" in units else set()
     refs = {u.get("reference_sha256") for u in units.values() if u.get("reference_sha256")}
     if refs - known: raise RuntimeError(f"{units_store.dir}: units trained against a reference that is neither the stored one nor a "
