@@ -28,6 +28,13 @@ def run_cli(tmp: Path, pipeline: str, *extra, wait=True, launcher=(), env=None, 
     return json.loads((tmp / f"tiny-{pipeline}-s{seed}" / "manifest.json").read_text())
 
 
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory) -> dict:
+    "Finished tiny `fixed` and `full` runs (seed 42) in one folder, for the tests that only read them: pipeline -> manifest, and root."
+    root = tmp_path_factory.mktemp("finished")
+    return {p: run_cli(root, p) for p in ("fixed", "full")} | {"root": root}
+
+
 def pytest_configure(config):
     "Stop at once, with the fix, when the shared data folder the tests read is missing."
     from tokclean.files import data_root

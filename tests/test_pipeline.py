@@ -13,8 +13,8 @@ from conftest import run_cli as run, tool
 
 
 @pytest.mark.parametrize("pipeline", ["warmup", "full", "random", "high-ppl", "rho", "forgetting", "prift"])
-def test_every_pipeline_runs(tmp_path, pipeline):
-    m = run(tmp_path, pipeline)
+def test_every_pipeline_runs(tmp_path, pipeline, finished):
+    m = finished[pipeline] if pipeline in finished else run(tmp_path, pipeline)
     assert Path(m["final_model"], "model.safetensors").exists()
     report = m["stages"]["data"]["report"]  # every run counts its input rows and what became of them
     assert report["rows"] == report["samples"] + sum(report["skipped"].values()) + report["filtered"] > 0
@@ -45,8 +45,8 @@ def weights(m) -> str:
     return sha256_file(Path(m["final_model"]) / "model.safetensors")
 
 
-def test_killed_pipeline_resumes(tmp_path):
-    ref = run(tmp_path / "ref", "fixed")
+def test_killed_pipeline_resumes(tmp_path, finished):
+    ref = finished["fixed"]
     out = tmp_path / "killed"
     proc = run(out, "fixed", wait=False)
     manifest = out / "tiny-fixed-s42" / "manifest.json"
@@ -72,18 +72,18 @@ def test_self_evolving_rounds(tmp_path):
     assert Path(m["final_model"]).name == "round_3"
 
 
-def test_run_dir_of_another_run_is_refused(tmp_path):
-    run(tmp_path, "full")
-    done = subprocess.run([sys.executable, "-m", "tokclean", "run", "full", "--preset", "tiny", "--set", f"run.out_dir={tmp_path}",
-                           "--set", f"score.cache_dir={tmp_path}/scores", "--set", "train.lr=0.5"], capture_output=True, text=True)
+def test_run_dir_of_another_run_is_refused(finished):
+    root, before = finished["root"], json.loads((finished["root"] / "tiny-full-s42" / "manifest.json").read_text())
+    done = subprocess.run([sys.executable, "-m", "tokclean", "run", "full", "--preset", "tiny", "--set", f"run.out_dir={root}",
+                           "--set", f"score.cache_dir={root}/scores", "--set", "train.lr=0.5"], capture_output=True, text=True)
     assert done.returncode == 2 and "holds a different run (config differs in train.lr)" in done.stderr
+    assert json.loads((root / "tiny-full-s42" / "manifest.json").read_text()) == before  # the other run is left as it was
 
 
-def test_report_command(tmp_path):
-    for p in ("fixed", "full"): run(tmp_path, p)
+def test_report_command(tmp_path, finished):
     out = tmp_path / "r.html"
-    done = subprocess.run([sys.executable, "-m", "tokclean", "report", "--cleaned", str(tmp_path / "tiny-fixed-s42"),
-                           "--baseline", str(tmp_path / "tiny-full-s42"), "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "tokclean", "report", "--cleaned", str(finished["root"] / "tiny-fixed-s42"),
+                           "--baseline", str(finished["root"] / "tiny-full-s42"), "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     page = out.read_text()
     assert page.count("<img") == 3 and "Kept and dropped tokens" in page and "fixed/train" in page
