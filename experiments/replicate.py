@@ -324,7 +324,8 @@ def collect(study: Study, units_store: Units) -> dict:
     contrasts = {"fixed - rho": contrast(units, "fixed", "rho", study.seeds),
                  "self-evolving - fixed": contrast(units, "self-evolving", "fixed", study.seeds)}
     if "base" in units and "reference" in units:  # the reference's own effect on the benchmarks (one model each: items only)
-        base = metrics_of(units["base"])
+        h = units["reference"]["heldout"]  # the held-out stage measured the base on the same samples beside the reference
+        base = metrics_of({**units["base"], "heldout": {"loss": h["base"], "sources": h["sources"]}})
         contrasts["reference - base"] = {k: compare([v[0]], [base[k][0]], v[1]) for k, v in metrics_of(units["reference"]).items() if k in base}
     rounds = []
     for s in study.seeds:  # round 0: the reference the rounds start from; round T: the final model
