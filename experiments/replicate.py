@@ -16,15 +16,18 @@ accuracy where it is cheap) and by its response loss on every held-out sample. E
 
     python experiments/replicate.py --plan                 # the sizes and the estimated CPU hours, runs nothing
     python experiments/replicate.py                        # the CPU study (resumes; commit paper_figs/replication as it goes)
-    python experiments/replicate.py --preset gpu-smollm2   # the same study at 20,000 samples and full test sets, one GPU
+    python experiments/replicate.py --preset gpu-smollm2   # the same study at 20,000 samples and full test sets, one GPU, 4 units at a time
+    python experiments/replicate.py --preset gpu-smollm2 --plan   # its estimate: device minutes (tokclean.costs) + host minutes (E3)
     python experiments/replicate.py --preset tiny          # the machinery on the random tiny model, about two minutes
 
 Every finished unit (the base, the reference, one method at one seed) writes its measurements, with its CPU seconds, to
 `<results dir>/units/<name>.json`: small files meant to be committed. A later invocation, in this session or another, reuses
 them and runs only what is missing (a unit's pipeline also resumes stage by stage inside `--out`). `--collect-only` rebuilds
-`results.json` from the units alone.
+`results.json` from the units alone. With `--jobs N` (the GPU preset: 4) the method units run N at a time as child processes
+once the base and the reference are done, each logging to `<out>/logs/<unit>.log`.
 """
-import argparse, json, random, resource, time
+import argparse, json, random, resource, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -70,7 +73,9 @@ class Study:
     tasks: tuple | None = None  # None: the paper's seven benchmarks
     flan: list = field(default_factory=lambda: FLAN)
     over: tuple = ()  # further config overrides
-    rates: dict = field(default_factory=dict)  # for --plan: seconds of the machine it was sized for (see `plan`)
+    rates: dict = field(default_factory=dict)  # for --plan on a CPU: seconds of the machine it was sized for (see `plan`)
+    gpu: str | None = None  # for --plan on a GPU: its tokclean.costs.GPUS key (see `gpu_plan`)
+    jobs: int = 1  # units run side by side once the reference exists (--jobs)
 
 
 # Wall seconds on the 2-core CPU machine (SmolLM2-135M-Instruct, fp32), measured 2026-12-01: the `items` suite on 20 items of
@@ -79,11 +84,11 @@ class Study:
 CPU_RATES = {"item_s": {"truthfulqa_mc2": 0.81, "tydiqa": 5.0, "logiqa": 0.67, "mmlu": 3.0, "hellaswag": 1.2, "arc_challenge": 0.28,
                         "boolq": 0.76}, "bench_setup_s": 5.0, "mmlu_setup_s": 40.0, "train_tok_s": 80.0, "score_tok_s": 240.0,
              "tokens_per_sample": 170, "load_s": 15.0, "cpu_per_wall": 1.75}
-# One H200, bf16, NOT measured (no device was lent): assumed 150k training and 1M scoring tokens/s for a 135M model at batch 64,
-# lm-eval at 2,000 requests/s (TyDiQA's F1 generation at 100/s). Replace them with a measured run's numbers once a device is lent.
-GPU_RATES = {"item_s": {"truthfulqa_mc2": 1 / 2000, "tydiqa": 1 / 2000, "logiqa": 1 / 2000, "mmlu": 1 / 2000, "hellaswag": 4 / 2000,
-                        "arc_challenge": 4 / 2000, "boolq": 1 / 2000}, "bench_setup_s": 3.0, "mmlu_setup_s": 20.0, "train_tok_s": 150000.0,
-             "score_tok_s": 1000000.0, "tokens_per_sample": 230, "load_s": 3.0, "cpu_per_wall": 1.0}
+# A GPU study is planned by tokclean.costs instead (`gpu_plan`): the FLOPs of every stage from the model's shape and the study's
+# own tokenized data, at its utilisations (assumed, or measured by G1), plus what the host does apart from the model: lm-eval's
+# set-up, rendering and tokenization of a full evaluation, measured on this CPU by benchmarks/e3_eval_host.py.
+HOST_EVAL = ROOT / "benchmarks" / "results" / "e3_eval_host.json"
+LOAD_S = 5.0  # ASSUMED host seconds to load or save a 135M model and start a stage
 TEST_SETS = {"truthfulqa_mc2": 817, "tydiqa": 5077, "logiqa": 651, "mmlu": 14042, "hellaswag": 10042, "arc_challenge": 1172, "boolq": 3270}
 
 STUDIES = {
@@ -92,10 +97,14 @@ STUDIES = {
     # per benchmark are what the budget leaves after training. Forgetting and DFT come after the core methods, beyond the budget.
     "cpu": Study("demo", {"stanford_alpaca": 14, "flan_v2_cot": 14, "oasst": 10, "alpaca_gpt4": 10}, heldout=25, warmup=32, max_len=256,
                  items_n=10, rates=CPU_RATES, over=("train.batch_size=4",)),  # 4 x 256 tokens: the demo's 8 x 512 fp32 limit halved twice
+    # 20,000 samples (Alpaca-GPT4: 999 usable rows, so 150 pool + 250 held-out + 590 warm-up), every item of every test set, the paper's four rounds, on one H200: 141 GB hold 135M parameters with no
+    # gradient checkpointing, each subject's few-shot prefix runs once (eval.share_prefix), and four units share the GPU so that
+    # one's host work (lm-eval's tokenization, data loading) overlaps the others' device work. `--plan` shows the estimate.
     "gpu-smollm2": Study("demo", {"stanford_alpaca": 4600, "flan_v2_cot": 15000, "oasst": 250, "alpaca_gpt4": 150}, heldout=250,
-                         warmup=600, max_len=512, items_n=100_000, rounds=4, flan=FLAN_LARGE, rates=GPU_RATES,
+                         warmup=590, max_len=512, items_n=100_000, rounds=4, flan=FLAN_LARGE, gpu="H200", jobs=4,
                          over=("model.device=cuda", "model.dtype=bfloat16", "score.dtype=bfloat16", "score.batch_size=64",
-                               "score.shard_size=2048", "train.batch_size=16", "train.global_batch=64", "eval.batch_size=64")),
+                               "score.shard_size=2048", "train.batch_size=16", "train.global_batch=64", "train.grad_ckpt=false",
+                               "eval.batch_size=64", "eval.share_prefix=true")),
     "tiny": Study("tiny", {"stanford_alpaca": 8, "flan_v2_cot": 8, "oasst": 4, "alpaca_gpt4": 4}, heldout=3, warmup=8, max_len=96,
                   items_n=3, seeds=(41,), tasks=("boolq", "arc_challenge"), rates=CPU_RATES),
 }
@@ -107,7 +116,7 @@ def build_data(out: Path, study: Study) -> dict:
     for name, spec in SOURCES.items():
         spec = study.flan if name == "flan_v2_cot" else spec
         n_pool, n_warm = study.pool[name], study.warmup if name == "alpaca_gpt4" else 0
-        rows = [{**r, "study_source": name} for r in take_conversations(spec, n_pool + study.heldout + n_warm)]  # per-source results by these names
+        rows = [{**r, "study_source": name} for r in take_conversations(spec, n_pool + study.heldout + n_warm, on_bad="skip")]  # Alpaca has empty answers past row 2,000  # per-source results by these names
         sets["pool"] += rows[:n_pool]
         sets["heldout"] += rows[n_pool : n_pool + study.heldout]
         sets["warmup"] += rows[n_pool + study.heldout :]
@@ -121,30 +130,90 @@ def build_data(out: Path, study: Study) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
+def unit_seconds(study: Study, one_eval, train, score, load) -> dict:
+    "Seconds of each unit of `study`: `train(set, share)` and `score(set, share)` of the pool, warm-up or held-out set, one evaluation, one load."
+    held, T = score("heldout", 1.0), study.rounds
+    units = {"base": one_eval + held + load,
+             "reference": train("warmup", 1.0) + 2 * held + one_eval + 2 * score("pool", 1.0)}  # and the pool scored by base and reference
+    for seed in study.seeds:
+        for m in study.methods:
+            if m == "self-evolving":  # rounds 1..T train the chunks after the first; each round's model is scored and evaluated
+                units[f"{m}-s{seed}"] = train("pool", T / (T + 1)) + T * (one_eval + load) + 2 * score("pool", 1.0) + held
+            else: units[f"{m}-s{seed}"] = train("pool", 1.0) + one_eval + held
+    return units
+
+
+def _core(names) -> list:
+    "The units of the paper's methods, the base and the reference."
+    return [n for n in names if n.rsplit("-s", 1)[0] not in METHODS or n.rsplit("-s", 1)[0] in CORE]
+
+
 def plan(study: Study, done: set = frozenset()) -> dict:
-    "Estimated seconds of each part of `study` (wall, and CPU on the machine the rates are for), leaving out the units in `done`."
+    "Estimated seconds of each part of a CPU `study` (wall, and CPU on the machine the rates are for), leaving out the units in `done`."
     r, tasks = study.rates, study.tasks or tuple(TEST_SETS)
     items = {t: min(study.items_n, TEST_SETS[t]) for t in tasks}
     accuracy_extra = {"truthfulqa_mc2": 4, "logiqa": 4, "tydiqa": 3} if study.item_accuracy == "all" else {}  # every choice, or F1's generation
     one_eval = sum(items[t] * r["item_s"][t] * (1 + accuracy_extra.get(t, 0)) + (r["mmlu_setup_s"] if t == "mmlu" else r["bench_setup_s"])
                    for t in tasks)
-    pool_tok = sum(study.pool.values()) * r["tokens_per_sample"]
-    held_s = 4 * study.heldout * r["tokens_per_sample"] / r["score_tok_s"]
-    train_s = lambda samples: samples * r["tokens_per_sample"] / r["train_tok_s"] + r["load_s"]
-    units = {"base": one_eval + held_s + r["load_s"],
-             "reference": train_s(study.warmup) + 2 * held_s + one_eval + 2 * pool_tok / r["score_tok_s"]}
-    for seed in study.seeds:
-        for m in study.methods:
-            s = train_s(sum(study.pool.values()) * (study.rounds / (study.rounds + 1) if m == "self-evolving" else 1))
-            if m == "self-evolving": s += study.rounds * (one_eval + r["load_s"]) + 2 * pool_tok / r["score_tok_s"]
-            else: s += one_eval
-            units[f"{m}-s{seed}"] = s + held_s
+    samples = {"pool": sum(study.pool.values()), "warmup": study.warmup, "heldout": 4 * study.heldout}
+    train = lambda what, share: samples[what] * share * r["tokens_per_sample"] / r["train_tok_s"] + r["load_s"]
+    score = lambda what, share: samples[what] * share * r["tokens_per_sample"] / r["score_tok_s"]
+    units = unit_seconds(study, one_eval, train, score, r["load_s"])
     todo = {k: v for k, v in units.items() if k not in done}
     hours = lambda names: {"wall_h": round(sum(todo[n] for n in names) / 3600, 2),
                            "cpu_h": round(sum(todo[n] for n in names) * r["cpu_per_wall"] / 3600, 2)}
-    core = [n for n in todo if n.rsplit("-s", 1)[0] not in METHODS or n.rsplit("-s", 1)[0] in CORE]
     return {"units": len(units), "to_run": len(todo), "eval_s_per_model": round(one_eval), "items": items,
-            "core": hours(core), "all": hours(list(todo))}
+            "core": hours(_core(todo)), "all": hours(list(todo))}
+
+
+def study_lengths(study: Study, data: dict) -> tuple[dict, float]:
+    "tokclean.costs `Lengths` of the pool, warm-up and held-out files as the pipelines tokenize them, and the seconds that took."
+    from tokclean.costs import pool_lengths
+    from tokclean.data import load_sft, sft_kwargs
+    from tokclean.models import load_tokenizer, tokenizer_kwargs
+    cfg = get_config(study.config, overrides=[f"data.max_len={study.max_len}", *study.over])
+    tok, t0 = load_tokenizer(cfg.model.base, **tokenizer_kwargs(cfg.model)), time.time()
+    out = {k: pool_lengths(load_sft(data[k], tok, **{**sft_kwargs(cfg.data), "limit": None}), cfg.train.batch_size)
+           for k in ("pool", "warmup", "heldout")}
+    return out, time.time() - t0
+
+
+def _share(lengths, share: float):
+    "`lengths` of a share of the samples (a self-evolving round's chunks): every sum scaled."
+    return replace(lengths, **{k: type(getattr(lengths, k))(getattr(lengths, k) * share)
+                               for k in ("samples", "tokens", "response_tokens", "sq_tokens", "padded_tokens", "padded_sq")})
+
+
+def gpu_plan(study: Study, lengths: dict, tokenize_s: float, done: set = frozenset(), host_eval: Path = HOST_EVAL) -> dict:
+    "Estimated minutes of a GPU `study` on `study.gpu`: device seconds from tokclean.costs, host seconds measured, units `study.jobs` at a time."
+    from tokclean.costs import EVAL_WORK, EVAL_WORK_SHARED, measured_mfu, model_shape, stage_cost
+    cfg = get_config(study.config, overrides=list(study.over))
+    shape, mfu = model_shape(cfg.model.base), measured_mfu(ROOT / "benchmarks" / "results")
+    work = {**EVAL_WORK, **(EVAL_WORK_SHARED if cfg.eval.share_prefix else {})}  # every choice of every item: an upper bound of `items`
+    if study.item_accuracy != "all": work["tydiqa"] = replace(work["tydiqa"], new_tokens=0)  # its gold answer's loss: no generation
+    work = {t: w if study.items_n >= w.docs else _share(w, study.items_n / w.docs) for t, w in work.items()}
+    tasks = study.tasks or tuple(TEST_SETS)
+    if not host_eval.exists(): raise FileNotFoundError(f"{host_eval}: run python benchmarks/e3_eval_host.py first (the host's share of an evaluation)")
+    host = json.loads(host_eval.read_text())
+    eval_host = host["seconds_per_evaluation"] * (1 if host["items_n"] >= study.items_n else study.items_n / host["items_n"])
+    sec = lambda *a, **k: stage_cost(*a, gpu=study.gpu, mfu=mfu, **k).hours * 3600
+    one_eval = np.array([sec("eval", shape, None, work=work, tasks=tasks), eval_host])  # (device, host) seconds
+    train = lambda what, share: np.array([sec("train", shape, _share(lengths[what], share), batch_size=cfg.train.batch_size,
+                                              grad_ckpt=cfg.train.grad_ckpt, lora_r=cfg.train.lora_r), LOAD_S + tokenize_s])
+    score = lambda what, share: np.array([sec("score", shape, _share(lengths[what], share)), 0.0])
+    units = unit_seconds(study, one_eval, train, score, np.array([0.0, LOAD_S]))
+    todo = {k: v for k, v in units.items() if k not in done}
+    def minutes(names):
+        first = [n for n in names if n in ("base", "reference")]  # before the others, one at a time
+        rest = np.array([todo[n] for n in names if n not in first]).reshape(-1, 2)
+        side_by_side = max(rest[:, 0].sum() + rest[:, 1].sum() / study.jobs, rest.sum(1).max(initial=0.0))  # the GPU is shared
+        return {"device_min": round(sum(todo[n][0] for n in names) / 60, 1), "host_min": round(sum(todo[n][1] for n in names) / 60, 1),
+                "wall_min": round((sum(todo[n].sum() for n in first) + side_by_side) / 60, 1)}
+    return {"gpu": study.gpu, "jobs": study.jobs, "units": len(units), "to_run": len(todo),
+            "eval_s_per_model": {"device": round(one_eval[0], 1), "host": round(one_eval[1], 1)},
+            "train_s_per_unit": {"device": round(train("pool", 1.0)[0], 1), "host": round(train("pool", 1.0)[1], 1)},
+            "pool_tokens": lengths["pool"].tokens, "mfu": {k: v for k, v in mfu.items() if k != "decode"},
+            "core": minutes(_core(todo)), "all": minutes(list(todo)), "target_min": 10}
 
 
 def cpu_seconds() -> float:
@@ -195,10 +264,32 @@ class Units:
         return rec
 
 
-def run_study(study: Study, out: Path, results: Path, collect_only: bool = False, log=print) -> dict:
-    "Run (or resume) every unit of `study`, then write and return `results.json`."
+def study_plan(study: Study, data: dict, done: set = frozenset()) -> dict:
+    "The estimate of `study`: `gpu_plan` on its data's measured lengths for a GPU study, `plan` for a CPU one."
+    if not study.gpu: return plan(study, done)
+    lengths, tokenize_s = study_lengths(study, data)
+    return gpu_plan(study, lengths, tokenize_s, done)
+
+
+def run_side_by_side(names: list, child_argv: list, jobs: int, logs: Path, log) -> None:
+    "Run the units `names`, `jobs` child processes at a time (each `replicate.py ... --unit NAME`, its output in `logs/NAME.log`)."
+    logs.mkdir(parents=True, exist_ok=True)
+    def one(name):
+        t0, path = time.time(), logs / f"{name}.log"
+        with open(path, "w") as f: rc = subprocess.run([sys.executable, __file__, *child_argv, "--unit", name], stdout=f, stderr=subprocess.STDOUT).returncode
+        log(f"unit {name}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {time.time() - t0:.0f} s ({path})")
+        return rc
+    with ThreadPoolExecutor(jobs) as pool: codes = dict(zip(names, pool.map(one, names)))
+    if failed := [n for n, rc in codes.items() if rc]:
+        raise RuntimeError(f"{len(failed)} of {len(names)} units failed ({', '.join(failed)}): see their logs in {logs}; run again to retry them")
+
+
+def run_study(study: Study, out: Path, results: Path, collect_only: bool = False, log=print, only: str | None = None,
+              child_argv: list | None = None) -> dict | None:
+    "Run (or resume) every unit of `study` (or `only` that one), then write and return `results.json`; `study.jobs` > 1 runs units side by side."
     units = Units(results.parent / "units")
     data = build_data(out / "data", study)
+    planned = None if study.gpu else plan(study)  # a GPU study's plan tokenizes its data: once, at the end
     common = [f"data.pool={data['pool']}", f"data.warmup={data['warmup']}", f"data.heldout={data['heldout']}", f"data.max_len={study.max_len}",
               "run.warmup_mode=external", f"run.rounds={study.rounds}", "select.k=0.6", "eval.suite=items", f"eval.items_n={study.items_n}",
               f"eval.item_accuracy={study.item_accuracy}", "eval.local=true", f"run.out_dir={out}", f"score.cache_dir={out / 'scores'}",
@@ -208,7 +299,7 @@ def run_study(study: Study, out: Path, results: Path, collect_only: bool = False
         "A finished unit, or (unless collecting only) one run now; results.json is rewritten after each new one."
         if collect_only or units.get(name) is not None: return units.get(name)
         rec = units.run(name, fn, log)
-        write_json(results, collect(study, units))
+        if not only: write_json(results, collect(study, units, planned))  # a child of run_side_by_side leaves it to its parent
         return rec
 
     base_cfg = cfg()
@@ -242,10 +333,17 @@ def run_study(study: Study, out: Path, results: Path, collect_only: bool = False
             rec["round_spread"] = [spread(m, f"round_{t}") for t in range(1, study.rounds + 1)]
         if method in ("fixed", "rho", "forgetting"): rec["spread"] = spread(m, pipe)
         return rec
-    for core in (True, False):  # every seed of the paper's methods first: an interrupted study has their pairs complete
-        for seed in study.seeds:
-            for method in (m for m in study.methods if (m in CORE) == core): unit(f"{method}-s{seed}", lambda: method_unit(method, seed))
-    res = collect(study, units)
+    # every seed of the paper's methods first: an interrupted study has their pairs complete
+    todo = [(f"{m}-s{seed}", m, seed) for core in (True, False) for seed in study.seeds for m in study.methods if (m in CORE) == core]
+    if only:
+        todo = [t for t in todo if t[0] == only]
+        if not todo: raise SystemExit(f"--unit {only}: not a method unit of this study; use one of base, reference or <method>-s<seed>")
+    elif study.jobs > 1 and not collect_only:  # the longest (self-evolving: T rounds, T evaluations) start first
+        missing = sorted((n for n, _, _ in todo if units.get(n) is None), key=lambda n: not n.startswith("self-evolving"))
+        run_side_by_side(missing, child_argv or [], study.jobs, out / "logs", log)
+    for name, method, seed in todo: unit(name, lambda: method_unit(method, seed))
+    if only: return None
+    res = collect(study, units, planned if planned is not None else study_plan(study, data))
     write_json(results, res)
     log(f"wrote {results}: {res['units_finished']}")
     return res
@@ -309,8 +407,8 @@ def contrast(units: dict, a: str, b: str, seeds) -> dict:
     return {k: {**compare([m[k][0] for m in ma], [m[k][0] for m in mb], ma[0][k][1]), "seeds_used": both} for k in ma[0]}
 
 
-def collect(study: Study, units_store: Units) -> dict:
-    "results.json: sizes, seeds, CPU time, score spread, and each method minus Full (and the paper's two contrasts) per metric."
+def collect(study: Study, units_store: Units, planned: dict | None = None) -> dict:
+    "results.json: sizes, seeds, CPU time, the plan, score spread, and each method minus Full (and the paper's two contrasts) per metric."
     units = {n: units_store.get(n) for n in sorted(units_store.names())}
     expected = ["base", "reference", *(f"{m}-s{s}" for s in study.seeds for m in study.methods)]
     rebuilds = units_store.rebuilds()
@@ -344,7 +442,7 @@ def collect(study: Study, units_store: Units) -> dict:
             "complete": all(n in units for n in expected), "units_finished": f"{len(counted)} of {len(expected)}",
             "missing": [n for n in expected if n not in units],
             "cpu_hours": round(sum(u["cpu_s"] for u in counted) / 3600, 3), "wall_hours": round(sum(u["wall_s"] for u in counted) / 3600, 3),
-            "plan": plan(study), "references": references, "score_spread": spreads, "vs_full": vs_full, "contrasts": contrasts, "rounds": rounds,
+            "plan": planned, "references": references, "score_spread": spreads, "vs_full": vs_full, "contrasts": contrasts, "rounds": rounds,
             "kept_share": {u["unit"]: round(u["kept_tokens"] / u["response_tokens"], 4) for u in counted if u.get("response_tokens")},
             "means": {u["unit"]: {k: round(float(np.mean(v[0])), 5) for k, v in metrics_of(u).items()} for u in counted}}
 
@@ -358,6 +456,8 @@ def main():
     ap.add_argument("--methods", default=None, help="comma-separated methods (default: all seven)")
     ap.add_argument("--out", default=None, help="run directories and data (default: runs/replication-<preset>)")
     ap.add_argument("--results", default=None, help="results file (default: paper_figs/replication[-<preset>]/results.json)")
+    ap.add_argument("--jobs", type=int, default=None, help="method units side by side once the reference exists (default: the preset's)")
+    ap.add_argument("--unit", default=None, help=argparse.SUPPRESS)  # run_side_by_side's children: this one unit only
     args = ap.parse_args()
     study = STUDIES[args.preset]
     if args.seeds: study = replace(study, seeds=study.seeds[: args.seeds])
@@ -367,6 +467,14 @@ def main():
     suffix = "" if args.preset == "cpu" else f"-{args.preset}"
     out = Path(args.out or ROOT / "runs" / f"replication{suffix}")
     results = Path(args.results or ROOT / "paper_figs" / f"replication{suffix}" / "results.json")
+    if args.jobs is not None:
+        if args.jobs < 1: ap.error(f"--jobs {args.jobs}: must be at least 1")
+        study = replace(study, jobs=args.jobs)
+    if args.plan and study.gpu:
+        print(json.dumps({"preset": args.preset, "sizes": {"pool": sum(study.pool.values()), "heldout": 4 * study.heldout, "warmup": study.warmup,
+                          "max_len": study.max_len, "items_n": study.items_n}, "seeds": study.seeds, "methods": study.methods,
+                          **study_plan(study, build_data(out / "data", study), Units(results.parent / "units").names())}, indent=1))
+        return
     if args.plan:
         units = Units(results.parent / "units")
         finished = [units.get(n) for n in units.names()]
@@ -379,7 +487,10 @@ def main():
                           **plan(study, units.names()), **({"measured": measured} if measured else {})}, indent=1))
         return
     t0 = time.time()
-    run_study(study, out, results, args.collect_only, log=lambda s: print(f"[{time.time() - t0:7.0f} s] {s}", flush=True))
+    child = ["--preset", args.preset, "--out", str(out), "--results", str(results), "--jobs", "1",
+             *(["--seeds", str(args.seeds)] if args.seeds else []), *(["--methods", args.methods] if args.methods else [])]
+    run_study(study, out, results, args.collect_only, log=lambda s: print(f"[{time.time() - t0:7.0f} s] {s}", flush=True),
+              only=args.unit, child_argv=child)
 
 
 if __name__ == "__main__":

@@ -226,6 +226,7 @@ class EvalCfg:
     tydiqa_stop: str = "token"  # token: stop at the newline *token* as open-instruct did; text: cut at the first "\n" character
     add_bos_token: bool | None = False  # lm-eval tasks: False = no BOS (lm-eval 0.4.7, the paper); None = the tokenizer's default
     rounds: bool = False  # self-evolving: also evaluate the warm-up and every round's model (the Matthew-effect figure)
+    share_prefix: bool = False  # run a prefix shared by requests (MMLU's five shots) once and reuse its KV cache (07a_evaluation_lm)
 
     def __post_init__(self):
         _check_types(self)

@@ -363,12 +363,12 @@ def iter_conversations(spec, split: str = "train", format: str = "auto", on_bad:
         for msgs in checked: yield where, msgs, source
 
 # %% ../nbs/02_data_reading.ipynb #7fbdbf04
-def take_conversations(spec, n: int) -> list[dict]:
-    "The first `n` usable conversations `{source, messages, where}` of a spec, or of a list of specs taken in turn."
+def take_conversations(spec, n: int, on_bad: str = "raise") -> list[dict]:
+    "The first `n` usable conversations `{source, messages, where}` of a spec, or of a list of specs taken in turn; `on_bad` as `iter_conversations`."
     if isinstance(spec, (list, tuple)):
-        per = [take_conversations(s, n // len(spec) + 1) for s in spec]
+        per = [take_conversations(s, n // len(spec) + 1, on_bad) for s in spec]
         return [c for group in zip(*per) for c in group][:n]
-    usable = ({"source": source, "messages": msgs, "where": where} for where, msgs, source in iter_conversations(spec)
+    usable = ({"source": source, "messages": msgs, "where": where} for where, msgs, source in iter_conversations(spec, on_bad=on_bad)
               if msgs[-1]["content"].strip())  # ends in something to say
     out = list(islice(usable, n))
     if len(out) < n: raise BadInput(f"{spec}: only {len(out)} usable conversations, {n} needed")

