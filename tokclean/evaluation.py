@@ -380,13 +380,12 @@ def shared_prefix_loglikelihood(lm, requests, min_prefix: int = MIN_SHARED_PREFI
 
     def read(batch, logits, start):
         "The answers of the requests of `batch`'s rows from their logits (b, S, V), which begin at position `start` of each row."
-        logp = F.log_softmax(logits, dim=-1, dtype=lm.softmax_dtype)
         for k, r in enumerate(batch):
             end = len(rows[r]) - start
             for j in of_row[r]:
                 (key, _, cont) = requests[j]
-                cont = torch.tensor(cont, device=logp.device)
-                lp = logp[k, end - len(cont) : end]  # (len(cont), V)
+                cont = torch.tensor(cont, device=logits.device)
+                lp = F.log_softmax(logits[k, end - len(cont) : end], dim=-1, dtype=lm.softmax_dtype)  # (len(cont), V): the positions read, no more
                 answers[j] = (float(lp.gather(1, cont[:, None]).sum()), bool((lp.argmax(-1) == cont).all()))
                 if key is not None: lm.cache_hook.add_partial("loglikelihood", key, answers[j])
                 bar.update(1)
