@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokclean.config import get_config
+from tokclean.config import ConfigError, get_config
 from tokclean.data import take_conversations
 from tokclean.evaluation import eval_kwargs, evaluate
 from tokclean.files import write_bytes, write_json
@@ -52,6 +52,7 @@ METHODS = {"full": ("full", ()), "random": ("random", ()), "rho": ("rho", ()), "
            "self-evolving": ("self-evolving", ("eval.rounds=true",)), "forgetting": ("forgetting", ()),
            "dft": ("full", ("train.token_weighting=dft",))}
 CORE = ("full", "random", "rho", "fixed", "self-evolving")  # the paper's methods; the budget of a study is sized for these
+ON_REFERENCE_SCORES = ("rho", "fixed", "forgetting")  # select on the pool scored by the base and the shared reference (one cache)
 REFERENCE_SEED = 42
 # A study resumed on another machine trains its reference again, and other CPU kernels change its last bits: the new one stands
 # in for the old when no benchmark item's or held-out sample's loss moved by more than this (the effects measured are ~1e-3).
@@ -145,7 +146,7 @@ def unit_seconds(study: Study, one_eval, train, score, load) -> tuple[dict, obje
                 units[f"{m}-s{seed}"] = train("pool", T / (T + 1)) + T * (one_eval + load) + 2 * score("pool", 1.0) + held
                 continue
             units[f"{m}-s{seed}"] = train("pool", 1.0) + one_eval + held
-            if m in ("rho", "fixed", "forgetting") and not pool_scored: units[f"{m}-s{seed}"] += 2 * score("pool", 1.0); pool_scored = True
+            if m in ON_REFERENCE_SCORES and not pool_scored: units[f"{m}-s{seed}"] += 2 * score("pool", 1.0); pool_scored = True
     return units, trained
 
 
@@ -220,7 +221,7 @@ def gpu_memory(study: Study, work: dict | None = None) -> dict:
                 "eval": sum(eval_memory(shape, cfg.eval.batch_size, work, study.tasks or tuple(TEST_SETS), cfg.eval.share_prefix).values())}
     peak, usable = max(per_unit.values()), GPUS[study.gpu].mem_gib * USABLE_SHARE
     if study.jobs * peak > usable:
-        raise ValueError(f"--jobs {study.jobs}: {study.jobs} units at up to {peak:.1f} GiB each need more than the {usable:.0f} GiB of one "
+        raise ConfigError(f"--jobs {study.jobs}: {study.jobs} units at up to {peak:.1f} GiB each need more than the {usable:.0f} GiB of one "
                          f"{study.gpu} (tokclean.costs); use --jobs {max(1, int(usable // peak))} or fewer")
     return {"per_unit": {k: round(v, 1) for k, v in per_unit.items()}, "jobs_at_peak": round(study.jobs * peak, 1), "usable": round(usable)}
 
@@ -389,7 +390,7 @@ def run_study(study: Study, out: Path, results: Path, collect_only: bool = False
         if method == "self-evolving":
             rec["rounds"] = [{"round": t, "eval": measured(json.loads((d / f"eval_round_{t}.json").read_text()))} for t in range(1, study.rounds)]
             rec["round_spread"] = [spread(m, f"round_{t}") for t in range(1, study.rounds + 1)]
-        if method in ("fixed", "rho", "forgetting"): rec["spread"] = spread(m, pipe)
+        if method in ON_REFERENCE_SCORES: rec["spread"] = spread(m, pipe)
         return rec
     for name, method, seed in method_units: unit(name, lambda: method_unit(method, seed))
     if only: return None
@@ -520,6 +521,9 @@ def main():
     if args.jobs is not None:
         if args.jobs < 1: ap.error(f"--jobs {args.jobs}: must be at least 1")
         study = replace(study, jobs=args.jobs)
+    if study.gpu:
+        try: gpu_memory(study)  # the units side by side must fit in the GPU's memory: refused before anything is read
+        except ConfigError as e: ap.error(str(e))
     if args.plan and study.gpu:
         print(json.dumps({"preset": args.preset, "sizes": {"pool": sum(study.pool.values()), "heldout": 4 * study.heldout, "warmup": study.warmup,
                           "max_len": study.max_len, "items_n": study.items_n}, "seeds": study.seeds, "methods": study.methods,
